@@ -1,0 +1,45 @@
+# The lab's commands. The two you need: `make lab` (set up and open the lab) and `make test`.
+# Every target sets up what it needs first and reuses what is already there.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+FIRST  := notebooks/00_welcome_and_setup.ipynb
+
+.DEFAULT_GOAL := help
+.PHONY: help setup lab run test lint stack-up stack-down stack-status stack-logs stack-reset clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+setup: ## install the servers (apt) and the Python environment (.venv)
+	@bash scripts/setup.sh all
+
+lab: setup stack-up ## set up, start the local stack and open JupyterLab on the first notebook
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) $(FIRST)
+
+run: setup stack-up ## execute every notebook headless (papermill) into build/notebooks
+	$(PY) -m lab_helpers.workbook run
+
+test: setup ## run the whole test suite (starts its own servers on free ports)
+	$(PY) -m pytest
+
+lint: setup ## static checks
+	$(VENV)/bin/ruff check lab_helpers tests
+
+stack-up: ## start InfluxDB and NATS on loopback (a no-op when running)
+	@$(PY) -m lab_helpers.stack up
+
+stack-down: ## stop what stack-up started
+	@$(PY) -m lab_helpers.stack down
+
+stack-status: ## show what runs and whether it answers
+	@$(PY) -m lab_helpers.stack status
+
+stack-logs: ## show the servers' logs
+	@$(PY) -m lab_helpers.stack logs
+
+stack-reset: ## stop the stack and delete its data and credentials
+	@$(PY) -m lab_helpers.stack reset
+
+clean: ## delete build outputs (keeps .lab and .venv)
+	rm -rf build .pytest_cache

@@ -1,0 +1,155 @@
+"""All the lab's settings in one place: read from the environment and from ``.lab/``.
+
+Precedence, highest first: environment variables (``LAB_*``), then the files the local
+stack writes under ``.lab/`` (``stack.json`` for addresses, ``credentials.json`` for the
+generated InfluxDB users), then defaults. No secret is ever a default: credentials only
+come from the environment or from ``.lab/credentials.json`` (mode 0600, never committed).
+
+Environment variables
+---------------------
+``LAB_MODE``            ``local`` (default) or ``cluster``
+``LAB_DIR``             where local state lives (default: ``.lab`` in the project folder)
+``LAB_DATA_DIR``        the bundled price history (default: ``data`` in the project folder)
+``LAB_INFLUX_URL``      InfluxDB v1 HTTP API, e.g. ``http://127.0.0.1:8086``
+``LAB_INFLUX_DB``       database for the prices (default ``prices``)
+``LAB_INFLUX_USER`` / ``LAB_INFLUX_PASSWORD``   the identity this process uses
+``LAB_INFLUX_<ROLE>_USER`` / ``..._PASSWORD``  per role: ADMIN, INGEST, READER
+``LAB_NATS_URL``        NATS server, e.g. ``nats://127.0.0.1:4222``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+MODES = ("local", "cluster")
+# The three InfluxDB identities: admin sets up, ingest only writes, reader only reads.
+ROLES = ("admin", "ingest", "reader")
+DEFAULT_DATABASE = "prices"
+
+
+def project_root() -> Path:
+    """The folder holding ``pyproject.toml`` of the lab (where ``.lab/`` and ``data/`` live)."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").exists():
+        return here
+    return Path.cwd()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A user name and password for InfluxDB. The password never shows in ``repr``."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, password='***')"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The lab's configuration. Build it with :func:`load_settings`.
+
+    Attributes: ``mode``, ``lab_dir``, ``data_dir``, ``influx_url``, ``influx_database``,
+    ``nats_url`` and the InfluxDB credentials per role (see :meth:`credentials`).
+    """
+
+    mode: str
+    lab_dir: Path
+    data_dir: Path
+    influx_url: str | None
+    influx_database: str
+    nats_url: str | None
+    _credentials: dict[str, Credentials] = field(default_factory=dict, repr=False)
+
+    @property
+    def stack_file(self) -> Path:
+        return self.lab_dir / "stack.json"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.lab_dir / "credentials.json"
+
+    def credentials(self, role: str = "admin") -> Credentials:
+        """The InfluxDB user for ``role`` (``admin``, ``ingest`` or ``reader``)."""
+        if role not in ROLES:
+            raise ConfigError(f"unknown InfluxDB role {role!r}: use one of {', '.join(ROLES)}")
+        try:
+            return self._credentials[role]
+        except KeyError:
+            raise ConfigError(
+                f"no InfluxDB credentials for the {role!r} user: start the local stack with "
+                "`python -m lab_helpers.stack up` (it generates them in .lab/credentials.json), "
+                f"or set LAB_INFLUX_{role.upper()}_USER and LAB_INFLUX_{role.upper()}_PASSWORD"
+            ) from None
+
+    def require_influx_url(self) -> str:
+        if not self.influx_url:
+            raise ConfigError(
+                "InfluxDB address unknown: start the local stack with "
+                "`python -m lab_helpers.stack up`, or set LAB_INFLUX_URL"
+            )
+        return self.influx_url
+
+    def require_nats_url(self) -> str:
+        if not self.nats_url:
+            raise ConfigError(
+                "NATS address unknown: start the local stack with "
+                "`python -m lab_helpers.stack up`, or set LAB_NATS_URL"
+            )
+        return self.nats_url
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read {path}: {err}; delete it and run the stack again") from None
+
+
+def load_settings(env: dict[str, str] | None = None, lab_dir: Path | str | None = None) -> Settings:
+    """Read the settings from the environment and ``.lab/`` (see the module help).
+
+    ``env`` defaults to ``os.environ``; ``lab_dir`` overrides ``LAB_DIR`` (tests use it).
+    """
+    env = os.environ if env is None else env
+    mode = env.get("LAB_MODE", "local").strip().lower()
+    if mode not in MODES:
+        raise ConfigError(f"LAB_MODE={mode!r} is not valid: use 'local' or 'cluster'")
+    root = project_root()
+    lab_dir = Path(lab_dir or env.get("LAB_DIR") or root / ".lab").resolve()
+    data_dir = Path(env.get("LAB_DATA_DIR") or root / "data").resolve()
+
+    stack = _read_json(lab_dir / "stack.json") if mode == "local" else {}
+    stored = _read_json(lab_dir / "credentials.json") if mode == "local" else {}
+
+    creds: dict[str, Credentials] = {}
+    for role in ROLES:
+        entry = stored.get(role) or {}
+        user = env.get(f"LAB_INFLUX_{role.upper()}_USER", entry.get("username"))
+        password = env.get(f"LAB_INFLUX_{role.upper()}_PASSWORD", entry.get("password"))
+        if user and password:
+            creds[role] = Credentials(user, password)
+    # A service is given just its own identity (LAB_INFLUX_USER); it stands in for any role
+    # that has no credentials of its own.
+    if env.get("LAB_INFLUX_USER") and env.get("LAB_INFLUX_PASSWORD"):
+        own = Credentials(env["LAB_INFLUX_USER"], env["LAB_INFLUX_PASSWORD"])
+        for role in ROLES:
+            creds.setdefault(role, own)
+
+    return Settings(
+        mode=mode,
+        lab_dir=lab_dir,
+        data_dir=data_dir,
+        influx_url=env.get("LAB_INFLUX_URL") or stack.get("influxdb", {}).get("url"),
+        influx_database=env.get("LAB_INFLUX_DB", DEFAULT_DATABASE),
+        nats_url=env.get("LAB_NATS_URL") or stack.get("nats", {}).get("url"),
+        _credentials=creds,
+    )

@@ -1,0 +1,715 @@
+"""The cleaning step (the "T" of ETL) for price rows: bundled CSVs and live ticks alike.
+
+:func:`clean` takes a raw table, for instance ``pd.DataFrame(list_of_tick_dicts)`` with strings
+for numbers, empty strings, ``None``, unknown assets and odd timestamps, and splits it in two:
+
+* ``clean``: tidy rows (``time`` in UTC, ``asset``, ``price`` in USD per coin or per troy
+  ounce, extra numeric fields as ``float64``, flags ``filled`` and ``suspect``), sorted by
+  asset then time;
+* ``quarantine``: every rejected row with its ORIGINAL values, its position in the input
+  (``row``) and the ``reason`` it was rejected.
+
+Every input row ends up in exactly one of the two, so
+``len(result.clean) + len(result.quarantine) == len(raw)`` always holds. Bad rows never raise;
+only a table without a ``time`` or ``price`` column does.
+
+The rules run in the order of :data:`RULES`; a row is quarantined by the first rule it fails.
+``docs/etl.md`` explains each rule with an example. The reasons are listed in :data:`REASONS`.
+Jumps and gaps are judged within one batch: the cleaner keeps no memory between calls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import itertools
+import numbers
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+
+from .data import ASSET_KIND, normalize_asset
+from .errors import DataError
+
+REASONS: tuple[str, ...] = (
+    "missing price",
+    "price not a number",
+    "price not finite",
+    "unknown asset",
+    "bad timestamp",
+    "timestamp out of range",
+    "unknown unit",
+    "price not positive",
+    "price implausible",
+    "duplicate",
+    "conflicting duplicate",
+)
+"""Every reason a row can be quarantined for, in the order the rules check them."""
+
+EMPTY_TOKENS = frozenset({"", "nan", "null", "none", "-", "n/a"})
+"""Text that means "no value" (compared after stripping spaces, in any upper/lower case)."""
+# Every upper/lower-case spelling, so that a fast exact look-up replaces lower-casing each value.
+_EMPTY_SPELLINGS = frozenset(
+    "".join(chars)
+    for token in EMPTY_TOKENS
+    for chars in itertools.product(*({c.lower(), c.upper()} for c in token))
+)
+
+EARLIEST = pd.Timestamp("1800-01-01", tz="UTC")
+"""Times before this are "timestamp out of range" (the bundled history starts in 1833)."""
+FUTURE_TOLERANCE = pd.Timedelta(days=1)
+"""Times more than this after ``now`` are "timestamp out of range" (clocks drift a little)."""
+
+# Epoch numbers: the unit is inferred from the magnitude |x|. 1e11 s is the year 5138 and
+# 1e11 ms is 1973-03-03, so every time from 1973 to 5138 is unambiguous in any unit; older
+# epoch times must be given in seconds.
+EPOCH_UNITS: tuple[tuple[float, str, int], ...] = (
+    (1e11, "s", 10**9),  # |x| < 1e11 -> seconds
+    (1e14, "ms", 10**6),  # |x| < 1e14 -> milliseconds
+    (1e17, "us", 10**3),  # |x| < 1e17 -> microseconds
+    (np.inf, "ns", 1),  # anything larger -> nanoseconds
+)
+"""``(upper bound of |x|, unit, nanoseconds per unit)`` for epoch numbers, smallest first."""
+
+TROY_OUNCE_GRAMS = 31.1034768
+"""Grams in one troy ounce (the unit of precious-metal prices)."""
+
+HISTORY_MAX: dict[str, float] = {
+    "btc": 124_723.0,
+    "eth": 4_831.349,
+    "xrp": 3.555765,
+    "ltc": 386.4508,
+    "sol": 261.8698,
+    "gold": 5_020.0,
+    "silver": 49.45,
+    "platinum": 2_273.0,
+}
+"""The highest price of each asset in the bundled history (``data/``), in USD."""
+CEILING_FACTOR = 100
+PRICE_CEILING: dict[str, float] = {a: CEILING_FACTOR * top for a, top in HISTORY_MAX.items()}
+"""Prices above 100x the bundled all-time high are "price implausible" (typos, wrong units)."""
+
+JUMP_THRESHOLD: dict[str, float] = {"crypto": 0.50, "metal": 0.25}
+"""A move larger than this fraction vs the previous clean price flags the row ``suspect``.
+
+In the bundled daily history BTC's largest move is 38 % (2020-03-12) and gold's 13 %
+(1980-01-03); the few larger moves (XRP +73 % on 2023-07-13, silver +37 % on 1979-09-18) are
+real but rare enough to deserve a look, which is all a flag asks for."""
+
+DEFAULT_FILL_GAP = pd.Timedelta("3D")
+"""How old a price may be to fill a missing one (``clean(fill_missing=True)``)."""
+
+PRICE_FIELDS = ("price", "open", "high", "low")
+"""Columns in the price unit: :func:`convert_units` scales them all."""
+NUMERIC_FIELDS = ("open", "high", "low", "volume")
+"""Optional fields that are always numbers; an unreadable value becomes ``NaN``."""
+
+# Units: "<currency>/<per>" such as "USD/ozt", "USc/g", "USD"; spaces and case are ignored.
+_CURRENCY = {"usd": 1.0, "$": 1.0, "usc": 0.01, "cents": 0.01, "¢": 0.01}
+_PER: dict[str, tuple[str | None, float]] = {
+    "": (None, 1.0),  # the asset's own unit
+    "coin": ("crypto", 1.0),
+    "ozt": ("metal", 1.0),
+    "oz": ("metal", 1.0),  # precious metals are always quoted in troy ounces
+    "toz": ("metal", 1.0),
+    "g": ("metal", TROY_OUNCE_GRAMS),
+    "gram": ("metal", TROY_OUNCE_GRAMS),
+    "kg": ("metal", TROY_OUNCE_GRAMS / 1000),
+}
+_OUTPUT_FLAGS = ("filled", "suspect")
+# datetime64[ns] holds 1677..2262; times outside these bounds are out of range anyway.
+_NS_LOW, _NS_HIGH = pd.Timestamp("1700-01-01"), pd.Timestamp("2262-01-01")
+# A UTC offset at the end of ISO text: "Z", "+02:00", "-0500", "+01".
+_OFFSET = r"(?:[zZ]|[+-]\d\d(?::?\d\d)?)$"
+
+
+def unit_factor(unit: object, kind: str) -> float | None:
+    """The factor that turns a price in ``unit`` into USD/coin (crypto) or USD/ozt (metal).
+
+    ``kind`` is ``"crypto"`` or ``"metal"``. Returns ``None`` for a unit that is unknown or
+    that does not fit the asset (a coin priced per gram). ``unit_factor("USD/g", "metal")``
+    is 31.1034768; ``unit_factor("USc", "crypto")`` is 0.01.
+    """
+    if not isinstance(unit, str):
+        return None
+    text = unit.strip().lower().replace(" per ", "/").replace(" ", "")
+    currency, _, per = text.partition("/")
+    if currency not in _CURRENCY or per not in _PER:
+        return None
+    fits, factor = _PER[per]
+    if fits is not None and fits != kind:
+        return None
+    return _CURRENCY[currency] * factor
+
+
+@dataclass(eq=False)
+class Batch:
+    """A batch on its way through the rules: what each function in :data:`RULES` works on.
+
+    ``frame`` is a working copy of the input (column names stripped and lower-cased, positions
+    0..n-1 as index) that the rules convert column by column. ``reason[i]`` is ``None`` while
+    row ``i`` is still in, else why it was quarantined. ``filled`` and ``suspect`` are the flags
+    of the clean rows; ``order`` (set by :func:`drop_duplicates`) lists the clean rows'
+    positions sorted by asset and time. The other attributes are the options of :func:`clean`.
+    """
+
+    frame: pd.DataFrame
+    fill_missing: bool = False
+    max_fill_gap: pd.Timedelta = DEFAULT_FILL_GAP
+    now: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
+    source_tz: str = "UTC"
+    reason: np.ndarray = field(init=False)
+    filled: np.ndarray = field(init=False)
+    suspect: np.ndarray = field(init=False)
+    order: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.frame)
+        self.reason = np.full(n, None, dtype=object)
+        self.filled = np.zeros(n, dtype=bool)
+        self.suspect = np.zeros(n, dtype=bool)
+
+    @property
+    def alive(self) -> np.ndarray:
+        """Rows not quarantined so far."""
+        return pd.isna(self.reason)
+
+    def reject(self, mask, reason: str) -> None:
+        """Quarantine the rows in ``mask`` with ``reason`` (rows already out keep theirs)."""
+        hit = np.asarray(mask, dtype=bool) & self.alive
+        self.reason[hit] = reason
+
+
+# ---------------------------------------------------------------------------- value helpers
+
+
+def _kind_of_type(t: type) -> str:
+    if issubclass(t, (bool, np.bool_)):  # True is an int to Python, never a price or a time
+        return "other"
+    if issubclass(t, str):
+        return "str"
+    if issubclass(t, (numbers.Real, decimal.Decimal)):
+        return "num"
+    if issubclass(t, (dt.date, np.datetime64)):
+        return "time"
+    return "other"
+
+
+def _kinds(values: pd.Series) -> np.ndarray:
+    """What each value is: ``"na"``, ``"str"``, ``"num"``, ``"time"`` or ``"other"``."""
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_complex_dtype(dtype):
+        kind = "other"
+    elif pd.api.types.is_numeric_dtype(dtype):
+        kind = "num"
+    elif pd.api.types.is_datetime64_any_dtype(dtype):
+        kind = "time"
+    elif pd.api.types.is_string_dtype(dtype) and dtype != np.dtype(object):
+        kind = "str"
+    else:
+        kind = None
+    if kind is not None:
+        kinds = np.full(len(values), kind, dtype=object)
+    else:  # an object column: classify by type, once per distinct type (fast)
+        types = values.map(type)
+        kinds = types.map({t: _kind_of_type(t) for t in types.unique()}).to_numpy(dtype=object)
+    kinds[values.isna().to_numpy()] = "na"
+    return kinds
+
+
+def _to_float(values: pd.Series, kinds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers and numeric text as float64; returns ``(floats, not_a_number)``."""
+    out = np.full(len(values), np.nan)
+    num = kinds == "num"
+    if num.any():
+        try:
+            out[num] = values[num].astype("float64").to_numpy()
+        except (OverflowError, ValueError, TypeError):  # e.g. an int too large for a float
+            out[num] = [_float_or_inf(v) for v in values[num]]
+    text = kinds == "str"
+    if text.any():  # to_numeric ignores surrounding spaces; "inf" reads as infinity
+        parsed = pd.to_numeric(values[text], errors="coerce")
+        out[text] = parsed.to_numpy(dtype="float64", na_value=np.nan)
+    not_a_number = (kinds != "na") & np.isnan(out)
+    return out, not_a_number
+
+
+def _float_or_inf(value) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return np.inf if value > 0 else -np.inf
+
+
+def _localize(naive: pd.Series, zone: str) -> tuple[pd.Series, np.ndarray]:
+    """Naive wall-clock times in ``zone`` as UTC ns, plus a mask of times beyond 1700..2262.
+
+    A wall-clock time that does not exist or is ambiguous in ``zone`` (DST changes) is NaT.
+    """
+    far = np.array(naive.notna() & ((naive < _NS_LOW) | (naive > _NS_HIGH)), dtype=bool)
+    inside = naive.where(~far).dt.as_unit("ns")
+    if zone == "UTC":
+        return inside.dt.tz_localize("UTC"), far
+    local = inside.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+    return local.dt.tz_convert("UTC"), far
+
+
+def _epoch_to_utc(numbers_: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Epoch numbers as UTC times (unit from :data:`EPOCH_UNITS`), plus a "too far" mask."""
+    floats = numbers_.to_numpy(dtype="float64", na_value=np.nan)
+    magnitude = np.abs(floats)
+    per_unit = np.select(
+        [magnitude < bound for bound, _, _ in EPOCH_UNITS[:-1]],
+        [ns for _, _, ns in EPOCH_UNITS[:-1]],
+        default=EPOCH_UNITS[-1][2],
+    ).astype("int64")
+    approx_ns = floats * per_unit
+    fits = np.isfinite(approx_ns) & (np.abs(approx_ns) < 9.2e18)  # int64 nanoseconds
+    ns = np.zeros(len(floats), dtype="int64")
+    if pd.api.types.is_integer_dtype(numbers_.dtype):  # exact integer arithmetic, no rounding
+        ns[fits] = numbers_.to_numpy(dtype="int64", na_value=0)[fits] * per_unit[fits]
+    else:
+        ns[fits] = np.round(approx_ns[fits]).astype("int64")
+    times = pd.Series(ns.view("datetime64[ns]"), index=numbers_.index).where(fits)
+    return times.dt.tz_localize("UTC"), np.isfinite(floats) & ~fits
+
+
+def _iso_to_utc(text: pd.Series, source_tz: str) -> tuple[pd.Series, np.ndarray]:
+    """ISO 8601 text as UTC times (no offset: ``source_tz``), plus a "too far" mask."""
+    try:  # the usual batch is all naive or all with offsets: one fast pass
+        parsed = pd.to_datetime(text, format="ISO8601", errors="coerce")
+        naive = np.full(len(text), parsed.dt.tz is None)
+    except ValueError:  # several offsets, or naive text mixed with offsets
+        parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+        naive = ~(text.str.slice(10).str.contains(_OFFSET, regex=True).to_numpy(dtype=bool))
+    if parsed.dt.tz is not None:  # continue with UTC wall-clock times
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    times, far = _localize(parsed, "UTC")
+    if source_tz != "UTC" and naive.any():
+        local, _ = _localize(parsed[naive], source_tz)
+        times[naive] = local
+    failed = parsed.isna().to_numpy()
+    if failed.any():
+        # pandas picks one resolution per call: with nanoseconds in the batch, the year 9999
+        # fails to parse. Read the failures again without fractions to tell far from garbage.
+        retry = pd.to_datetime(
+            text[failed].str.replace(r"\.\d+", "", regex=True),
+            format="ISO8601",
+            errors="coerce",
+            utc=True,
+        ).dt.tz_localize(None)
+        far[failed] = (retry.notna() & ((retry < _NS_LOW) | (retry > _NS_HIGH))).to_numpy()
+    return times, far
+
+
+def _objects_to_utc(values: pd.Series, source_tz: str) -> tuple[pd.Series, np.ndarray]:
+    """``datetime``/``date``/``Timestamp``/``datetime64`` objects, one by one (they are rare)."""
+    converted, far = [], []
+    for value in values:
+        try:
+            stamp = pd.Timestamp(value)
+            if stamp.tzinfo is None:
+                stamp = stamp.tz_localize(source_tz, ambiguous="NaT", nonexistent="NaT")
+            stamp = pd.NaT if pd.isna(stamp) else stamp.tz_convert("UTC")
+        except (ValueError, TypeError, OverflowError):
+            stamp = pd.NaT
+        is_far = not pd.isna(stamp) and not _NS_LOW <= stamp.tz_localize(None) <= _NS_HIGH
+        converted.append(pd.NaT if is_far or pd.isna(stamp) else stamp.as_unit("ns"))
+        far.append(is_far)
+    times = pd.Series(converted, index=values.index, dtype="datetime64[ns, UTC]")
+    return times, np.array(far, dtype=bool)
+
+
+def _any_to_utc(values: pd.Series, source_tz: str) -> tuple[pd.Series, np.ndarray]:
+    """Times of any form as UTC ns (NaT when unreadable), plus a "too far" mask."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):  # already typed: no parsing
+        if values.dt.tz is None:
+            return _localize(values, source_tz)
+        return _localize(values.dt.tz_convert("UTC").dt.tz_localize(None), "UTC")
+    kinds = _kinds(values)
+    if pd.api.types.is_numeric_dtype(values.dtype) and (kinds != "other").all():
+        return _epoch_to_utc(values)  # a numeric column: epoch numbers, ints kept exact
+
+    times = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    far = np.zeros(len(values), dtype=bool)
+    text = kinds == "str"
+    # Numbers and numeric text are epoch times. ISO text has "-" at index 4 ("2021-"): only
+    # the rest needs the (slower) number parser.
+    looks_iso = np.zeros(len(values), dtype=bool)
+    looks_iso[text] = (values[text].astype(str).str.strip().str.slice(4, 5) == "-").to_numpy()
+    floats = np.full(len(values), np.nan)
+    floats[~looks_iso], _ = _to_float(values[~looks_iso], kinds[~looks_iso])
+    epoch = ~np.isnan(floats)
+    iso = text & ~epoch
+    objects = kinds == "time"
+    for mask, convert in (
+        (epoch, lambda: _epoch_to_utc(pd.Series(floats[epoch], index=values.index[epoch]))),
+        (iso, lambda: _iso_to_utc(values[iso].astype(str).str.strip(), source_tz)),
+        (objects, lambda: _objects_to_utc(values[objects], source_tz)),
+    ):
+        if mask.any():
+            times[mask], far[mask] = convert()
+    return times, far
+
+
+def _at(n: int, positions: np.ndarray) -> np.ndarray:
+    """A boolean mask of length ``n`` that is True at ``positions``."""
+    mask = np.zeros(n, dtype=bool)
+    mask[positions] = True
+    return mask
+
+
+def _series_of(frame: pd.DataFrame, column: str) -> pd.Series:
+    return frame[column] if column in frame.columns else pd.Series(np.nan, index=frame.index)
+
+
+# ---------------------------------------------------------------------------- the rules
+
+
+def normalize_empty(batch: Batch) -> None:
+    """Rule 1: empty values become missing; a missing price is quarantined.
+
+    ``""``, spaces, ``None``, ``"nan"``, ``"NaN"``, ``"null"``, ``"None"``, ``"-"`` and
+    ``"N/A"`` (any case, surrounding spaces ignored) become missing in every column. A row
+    whose price is missing is quarantined as "missing price", unless ``fill_missing=True``:
+    then :func:`fill_gaps` fills it later, once times and assets are known.
+    """
+    frame = batch.frame
+    for column in frame.columns:
+        values = frame[column]
+        text = _kinds(values) == "str"
+        if not text.any():  # numbers and datetimes: NaN/NaT are already missing
+            continue
+        strings = (values if text.all() else values[text]).astype(str)
+        empty = np.zeros(len(values), dtype=bool)
+        empty[text] = strings.str.strip().isin(_EMPTY_SPELLINGS).to_numpy()
+        if empty.any():
+            frame[column] = values.mask(empty)
+    if not batch.fill_missing:
+        batch.reject(frame["price"].isna(), "missing price")
+
+
+def parse_prices(batch: Batch) -> None:
+    """Rule 2: prices become float64; "price not a number" or "price not finite" otherwise.
+
+    Numbers and numeric text (``"1234.5"``, ``" 7 "``, ``"1e3"``) are accepted; other text,
+    booleans and objects are "price not a number"; infinities (``"inf"``, ``1e400``) are
+    "price not finite". The optional fields ``open``, ``high``, ``low``, ``volume`` become
+    float64 too (an unreadable value becomes NaN); any other extra column becomes float64
+    if all its values are numbers, else it is kept as it is.
+    """
+    frame = batch.frame
+    price, not_a_number = _to_float(frame["price"], _kinds(frame["price"]))
+    batch.reject(not_a_number, "price not a number")
+    batch.reject(np.isinf(price), "price not finite")
+    frame["price"] = price
+    for column in [c for c in frame.columns if c not in ("time", "asset", "price", "unit")]:
+        values, bad = _to_float(frame[column], _kinds(frame[column]))
+        if column in NUMERIC_FIELDS or not bad.any():
+            frame[column] = values
+
+
+def normalize_assets(batch: Batch) -> None:
+    """Rule 3: asset names become the lab's names; unknown or missing ones are quarantined.
+
+    ``" BTC "``, ``"XBT"``, ``"bitcoin"``, ``"BTC-USD"`` all become ``"btc"``; ``"XAU"``
+    becomes ``"gold"`` (see :func:`lab_helpers.data.normalize_asset`). Anything else,
+    including a missing asset or a batch without an ``asset`` column, is "unknown asset".
+    """
+    frame = batch.frame
+    values = _series_of(frame, "asset")
+    text = _kinds(values) == "str"
+    names = values.astype(object).where(text, None)
+    lookup = {name: normalize_asset(name) for name in names[text].unique()}
+    assets = names.map(lookup)  # names are few: normalise each distinct one once
+    batch.reject(assets.isna(), "unknown asset")
+    frame["asset"] = assets.astype(object)
+
+
+def parse_times(batch: Batch) -> None:
+    """Rule 4: times become UTC; "bad timestamp" or "timestamp out of range" otherwise.
+
+    Accepted: ISO 8601 text with an offset (``2021-04-14T10:00:00+02:00``, ``...Z``) or
+    without one (``2021-04-14 10:00``, ``2021-04-14``), ``datetime``/``Timestamp`` objects,
+    and epoch numbers or numeric text in seconds, ms, us or ns (the unit is inferred from the
+    size, see :data:`EPOCH_UNITS`). Times without an offset are read in ``source_tz``
+    (default UTC); a wall-clock time that does not exist or is ambiguous there (DST changes)
+    is a "bad timestamp", like missing or unreadable values. Times before 1800 or more than
+    a day after ``now`` are "timestamp out of range".
+    """
+    times, far = _any_to_utc(batch.frame["time"], batch.source_tz)
+    times = times.astype("datetime64[ns, UTC]")
+    bad = times.isna().to_numpy() & ~far
+    in_range = ((times >= EARLIEST) & (times <= batch.now + FUTURE_TOLERANCE)).to_numpy()
+    batch.reject(bad, "bad timestamp")
+    batch.reject(~bad & ~in_range, "timestamp out of range")
+    batch.frame["time"] = times
+
+
+def convert_units(batch: Batch) -> None:
+    """Rule 5: prices in another unit become USD/coin or USD/ozt; "unknown unit" otherwise.
+
+    Only if the batch has a ``unit`` column. Metals in USD per gram (``USD/g``) or per
+    kilogram (``USD/kg``) are converted to USD per troy ounce (1 ozt = 31.1034768 g); prices
+    in US cents (``USc``, ``USc/g`` ...) to USD. A missing unit means the asset's usual one
+    (``USD``, ``USD/coin``, ``USD/ozt`` are the same). Anything else, or a unit that does not
+    fit the asset (a coin per gram), is "unknown unit". ``open``/``high``/``low`` are scaled
+    like ``price``; the ``unit`` column is then dropped.
+    """
+    frame = batch.frame
+    if "unit" not in frame.columns:
+        return
+    unit_kinds = _kinds(frame["unit"])
+    # "" stands for a missing unit (the asset's usual one), None for a unit that is not text.
+    units = frame["unit"].astype(object).where(unit_kinds == "str", None)
+    units = units.where(unit_kinds != "na", "")
+    pairs = pd.DataFrame({"unit": units, "kind": frame["asset"].map(ASSET_KIND)})
+    table = pairs.drop_duplicates()  # few distinct (unit, kind) pairs: look each up once
+    table["factor"] = [
+        1.0 if unit == "" else unit_factor(unit, kind)
+        for unit, kind in table.itertuples(index=False)
+    ]
+    factor = pairs.merge(table, on=["unit", "kind"], how="left")["factor"].astype(float)
+    factor.index = frame.index
+    batch.reject(factor.isna() & pairs["kind"].notna(), "unknown unit")
+    for column in PRICE_FIELDS:
+        if column in frame.columns and pd.api.types.is_float_dtype(frame[column].dtype):
+            frame[column] = frame[column] * factor.fillna(1.0)
+    batch.frame = frame.drop(columns="unit")
+
+
+def reject_impossible(batch: Batch) -> None:
+    """Rule 6: "price not positive" (<= 0) and "price implausible" (above the ceiling).
+
+    The ceiling is 100x the asset's highest price in the bundled history
+    (:data:`PRICE_CEILING`): BTC above about 12.5 million USD is a typo or a wrong unit.
+    """
+    frame = batch.frame
+    batch.reject(frame["price"] <= 0, "price not positive")
+    batch.reject(frame["price"] > frame["asset"].map(PRICE_CEILING), "price implausible")
+
+
+def fill_gaps(batch: Batch) -> None:
+    """Rule 1, second half: with ``fill_missing=True``, fill a missing price from the past.
+
+    The price is copied from the latest valid price of the same asset at or before that
+    time (the first one seen if several share that time), if it is at most ``max_fill_gap``
+    (default 3 days) older; the row is flagged ``filled=True``. Otherwise the row is
+    quarantined as "missing price". Does nothing when ``fill_missing=False``.
+    """
+    frame = batch.frame
+    alive = batch.alive
+    missing = alive & frame["price"].isna().to_numpy()
+    if not batch.fill_missing or not missing.any():
+        return
+    wanted = frame.loc[missing, ["time", "asset"]].reset_index(names="pos")
+    known = frame.loc[alive & ~missing, ["time", "asset", "price"]]
+    # Of prices that share asset and time, rule 7 keeps the first seen: fill from that one.
+    known = known.drop_duplicates(["asset", "time"]).assign(source_time=lambda k: k["time"])
+    matched = pd.merge_asof(
+        wanted.sort_values("time"),
+        known.sort_values("time"),
+        on="time",
+        by="asset",
+        direction="backward",
+    )
+    ok = (matched["time"] - matched["source_time"] <= batch.max_fill_gap).to_numpy()
+    pos = matched["pos"].to_numpy()
+    frame.loc[pos[ok], "price"] = matched.loc[ok, "price"].to_numpy()
+    batch.filled[pos[ok]] = True
+    batch.reject(_at(len(frame), pos[~ok]), "missing price")
+
+
+def drop_duplicates(batch: Batch) -> None:
+    """Rule 7: sort by (asset, time); "duplicate" and "conflicting duplicate" rows go.
+
+    A row with the same asset, time and price as an earlier one is a "duplicate". A row with
+    the same asset and time but another price is a "conflicting duplicate": the first one
+    seen (lowest input position) is kept. A filled row never wins over a real price: at the
+    same time as one, it is a "duplicate".
+    """
+    frame = batch.frame
+    alive = np.flatnonzero(batch.alive)
+    asset_codes, _ = pd.factorize(frame["asset"].to_numpy()[alive], sort=True)
+    rows = pd.DataFrame(
+        {
+            "asset": asset_codes,
+            "time": frame["time"].dt.tz_localize(None).to_numpy().view("int64")[alive],
+            "price": frame["price"].to_numpy(dtype="float64")[alive],
+            "filled": batch.filled[alive],
+            "pos": alive,
+        }
+    )
+    rows = rows.iloc[np.lexsort([rows[c].to_numpy() for c in ("pos", "filled", "time", "asset")])]
+    taken = rows.duplicated(["asset", "time"]).to_numpy()
+    # A filled row is only a copy: at a time that already has a price it is a plain duplicate.
+    same = rows.duplicated(["asset", "time", "price"]).to_numpy() | (taken & rows["filled"])
+    conflicting = taken & ~same
+    pos = rows["pos"].to_numpy()
+    for mask, reason in ((same, "duplicate"), (conflicting, "conflicting duplicate")):
+        batch.reject(_at(len(frame), pos[mask]), reason)
+    batch.order = pos[~(same | conflicting)]
+
+
+def flag_jumps(batch: Batch) -> None:
+    """Rule 8: flag (do not quarantine) a price far from the previous clean price.
+
+    ``suspect=True`` when the price moved more than :data:`JUMP_THRESHOLD` (50 % for crypto,
+    25 % for metals) since the previous clean row of the same asset in this batch. After a
+    bad tick, the move back is flagged too when it is also that large.
+    """
+    order = batch.order if batch.order is not None else np.flatnonzero(batch.alive)
+    codes, names = pd.factorize(batch.frame["asset"].to_numpy()[order])
+    price = batch.frame["price"].to_numpy(dtype="float64")[order]
+    limit = np.array([JUMP_THRESHOLD[ASSET_KIND[name]] for name in names])[codes]
+    jump = np.zeros(len(order), dtype=bool)
+    if len(order) > 1:  # rows are sorted by asset then time: compare each with the one before
+        same_asset = codes[1:] == codes[:-1]
+        change = np.abs(price[1:] / price[:-1] - 1)
+        jump[1:] = same_asset & (change > limit[1:])
+    batch.suspect[order] = jump
+
+
+RULES = (
+    normalize_empty,
+    parse_prices,
+    normalize_assets,
+    parse_times,
+    convert_units,
+    reject_impossible,
+    fill_gaps,
+    drop_duplicates,
+    flag_jumps,
+)
+"""The cleaning rules in the order :func:`clean` applies them (each takes a :class:`Batch`)."""
+
+
+# ---------------------------------------------------------------------------- the result
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    """What :func:`clean` returns: the ``clean`` rows, the ``quarantine`` and the ``counts``.
+
+    ``counts`` maps each quarantine reason to its number of rows. ``summary()`` says it all in
+    one line.
+    """
+
+    clean: pd.DataFrame
+    quarantine: pd.DataFrame
+    counts: dict[str, int]
+
+    def summary(self) -> str:
+        """One line: rows in, rows clean (filled, suspect) and rows quarantined by reason."""
+        total = len(self.clean) + len(self.quarantine)
+        filled = int(self.clean["filled"].sum())
+        suspect = int(self.clean["suspect"].sum())
+        text = (
+            f"{total} rows: {len(self.clean)} clean ({filled} filled, {suspect} suspect), "
+            f"{len(self.quarantine)} quarantined"
+        )
+        reasons = ", ".join(f"{n} {reason}" for reason, n in self.counts.items())
+        return f"{text} ({reasons})" if reasons else text
+
+    def __repr__(self) -> str:
+        return f"CleanResult: {self.summary()}"
+
+
+def _options(max_fill_gap, now, source_tz) -> tuple[pd.Timedelta, pd.Timestamp, str]:
+    try:
+        ZoneInfo(str(source_tz))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise DataError(
+            f"unknown time zone {source_tz!r}: use an IANA name such as 'UTC' or 'Europe/London'"
+        ) from None
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+    return pd.Timedelta(max_fill_gap), now, str(source_tz)
+
+
+def _working_copy(raw: pd.DataFrame) -> pd.DataFrame:
+    names = [str(c).strip().lower() for c in raw.columns]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(
+            f"the batch has several columns named {twice[0]!r} (names ignore case and spaces): "
+            "keep only one of them"
+        )
+    missing = [c for c in ("time", "price") if c not in names]
+    if missing:
+        raise DataError(
+            f"the batch has no {' and no '.join(repr(c) for c in missing)} column: every batch "
+            "needs the columns 'time' and 'price' (and normally 'asset')"
+        )
+    frame = raw.set_axis(names, axis=1).reset_index(drop=True)
+    for column in frame.columns:  # categories would get in the way of the conversions
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].astype(object)
+    # The output flags are computed here; an input column of that name would clash.
+    return frame.drop(columns=[c for c in _OUTPUT_FLAGS if c in frame.columns])
+
+
+def clean(
+    raw: pd.DataFrame,
+    *,
+    fill_missing: bool = False,
+    max_fill_gap: pd.Timedelta | str = DEFAULT_FILL_GAP,
+    now: pd.Timestamp | str | None = None,
+    source_tz: str = "UTC",
+) -> CleanResult:
+    """Clean a raw batch of price rows: returns a :class:`CleanResult` (clean + quarantine).
+
+    ``raw`` needs the columns ``time`` and ``price`` and normally ``asset``; ``unit``,
+    ``open``, ``high``, ``low``, ``volume`` and other columns are optional. Values may be
+    messy: numbers as text, empty strings, ``None``, ``"NaN"``, epoch numbers, ISO strings.
+
+    * ``fill_missing``: fill a missing price from the same asset's previous price if that is
+      at most ``max_fill_gap`` old (rows flagged ``filled``), instead of quarantining it.
+    * ``now``: the reference for "in the future" (default: the current time).
+    * ``source_tz``: the time zone of times given without an offset (default UTC).
+
+    The rules are in :data:`RULES` (see ``docs/etl.md``). Example::
+
+        result = clean(pd.DataFrame([{"time": "2021-04-14", "asset": "BTC", "price": "63000"}]))
+        result.clean, result.quarantine, result.summary()
+    """
+    if not isinstance(raw, pd.DataFrame):
+        raise DataError(
+            f"clean() needs a pandas DataFrame, not {type(raw).__name__}: wrap the rows with "
+            "pd.DataFrame(rows)"
+        )
+    max_fill_gap, now, source_tz = _options(max_fill_gap, now, source_tz)
+    batch = Batch(
+        _working_copy(raw),
+        fill_missing=fill_missing,
+        max_fill_gap=max_fill_gap,
+        now=now,
+        source_tz=source_tz,
+    )
+    for rule in RULES:
+        rule(batch)
+    return _result(raw, batch)
+
+
+def _result(raw: pd.DataFrame, batch: Batch) -> CleanResult:
+    frame = batch.frame
+    order = batch.order if batch.order is not None else np.flatnonzero(batch.alive)
+    extras = [c for c in frame.columns if c not in ("time", "asset", "price")]
+    good = frame.iloc[order][["time", "asset", "price", *extras]].reset_index(drop=True)
+    good["time"] = good["time"].astype("datetime64[ns, UTC]")
+    good["asset"] = good["asset"].astype(str)
+    good["price"] = good["price"].astype("float64")
+    good["filled"] = batch.filled[order]
+    good["suspect"] = batch.suspect[order]
+
+    out = np.flatnonzero(~batch.alive)
+    quarantine = raw.iloc[out].reset_index(drop=True)
+    # allow_duplicates: an input column already called "row" or "reason" is kept as it was.
+    quarantine.insert(0, "row", raw.index[out], allow_duplicates=True)
+    reasons = batch.reason[out].astype(str)
+    quarantine.insert(quarantine.shape[1], "reason", reasons, allow_duplicates=True)
+    found = pd.Series(reasons).value_counts()
+    counts = {reason: int(found[reason]) for reason in REASONS if reason in found.index}
+    return CleanResult(good, quarantine, counts)

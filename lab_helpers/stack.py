@@ -1,0 +1,496 @@
+"""Start, stop and inspect the lab's local servers: InfluxDB and NATS JetStream.
+
+Command line::
+
+    python -m lab_helpers.stack up       # start (a second `up` is a no-op)
+    python -m lab_helpers.stack status   # what runs, where, and whether it answers
+    python -m lab_helpers.stack logs influxdb
+    python -m lab_helpers.stack down     # stop exactly what `up` started
+    python -m lab_helpers.stack reset    # stop and delete all local data and credentials
+
+From Python (tests, notebooks)::
+
+    with LocalStack() as stack:          # stops on exit only what this `with` started
+        db = InfluxDB.connect(settings=stack.settings)
+
+Each server runs on loopback only, on free ports, with its data under ``.lab/``. InfluxDB
+runs with authentication on; the first start creates three users with generated passwords
+(an admin, a write-only ``ingest`` user and a read-only ``reader``) and saves them to
+``.lab/credentials.json`` (readable by you alone). Process ids and addresses are kept in
+``.lab/stack.json``; a pid whose process is gone, or is some other program, is ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from .config import DEFAULT_DATABASE, Settings, load_settings
+from .errors import LabError, StackError
+
+SERVICES = ("influxdb", "nats")
+
+# How each server is installed, for the error that says what to do when it is missing.
+INSTALL_HINT = {
+    "influxd": "sudo apt-get install -y influxdb influxdb-client   (Debian/Ubuntu; elsewhere "
+    "install InfluxDB 1.x from https://www.influxdata.com/downloads/)",
+    "nats-server": "sudo apt-get install -y nats-server   (Debian/Ubuntu; elsewhere see "
+    "https://docs.nats.io/running-a-nats-service/introduction/installation)",
+}
+
+INFLUXDB_CONF = """\
+# Written by lab_helpers.stack: loopback only, authentication on, no telemetry.
+reporting-enabled = false
+bind-address = "127.0.0.1:{rpc_port}"
+[meta]
+  dir = "{dir}/meta"
+[data]
+  dir = "{dir}/data"
+  wal-dir = "{dir}/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+  auth-enabled = true
+  max-body-size = 25000000
+[logging]
+  level = "warn"
+"""
+
+USERS = {"admin": "lab_admin", "ingest": "lab_ingest", "reader": "lab_reader"}
+
+
+def find_binary(name: str) -> str:
+    """Path of a server program; also looks in the sbin folders a normal PATH may lack."""
+    extra = os.pathsep.join(["/usr/sbin", "/usr/local/sbin", "/sbin"])
+    found = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + extra)
+    if not found:
+        raise StackError(f"{name} is not installed: install it with  {INSTALL_HINT[name]}")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True if something accepts TCP connections on ``host:port``."""
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _process_matches(pid: int, marker: str) -> bool:
+    """True if ``pid`` is alive (not a zombie) and its command line contains ``marker``.
+
+    The marker (our config or data path) tells our server apart from an unrelated
+    program that got the same pid after a reboot.
+    """
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child that already exited
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    return state not in ("Z", "X") and marker in cmdline
+
+
+@dataclass
+class ServiceStatus:
+    """One line of ``stack status``."""
+
+    name: str
+    state: str  # running | stopped | stale | not answering
+    pid: int | None = None
+    url: str | None = None
+    healthy: bool = False
+
+    def __str__(self) -> str:
+        mark = "✅" if self.healthy else "⛔"
+        where = f" at {self.url} (pid {self.pid})" if self.pid else ""
+        return f"{mark} {self.name:<9} {self.state}{where}"
+
+
+class LocalStack:
+    """The local InfluxDB and NATS servers of the lab, kept under ``lab_dir`` (default ``.lab/``).
+
+    :meth:`up` starts what is not running and waits until it answers; :meth:`down` stops
+    what runs; :meth:`status` and :meth:`logs` inspect. As a context manager it starts the
+    stack and, on exit, stops only the servers that it started itself.
+    """
+
+    def __init__(self, lab_dir: Path | str | None = None, *, timeout: float = 30.0):
+        self.lab_dir = Path(lab_dir) if lab_dir else load_settings().lab_dir
+        self.timeout = timeout
+        self._started_here: list[str] = []
+        self._children: dict[int, subprocess.Popen] = {}
+
+    # -- files -----------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.lab_dir / "stack.json"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.lab_dir / "credentials.json"
+
+    def _log_file(self, name: str) -> Path:
+        return self.lab_dir / "logs" / f"{name}.log"
+
+    def _read_state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            return {}  # a torn file: treat as "nothing recorded", the pid checks do the rest
+
+    def _write_state(self, state: dict) -> None:
+        if not state:
+            self.state_file.unlink(missing_ok=True)
+            return
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One `up` or `down` at a time, even from two terminals."""
+        self.lab_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.lab_dir / "stack.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @property
+    def settings(self) -> Settings:
+        """Settings pointing at this stack (addresses and generated credentials)."""
+        env = {"LAB_MODE": "local"}
+        if "LAB_DATA_DIR" in os.environ:
+            env["LAB_DATA_DIR"] = os.environ["LAB_DATA_DIR"]
+        return load_settings(env=env, lab_dir=self.lab_dir)
+
+    # -- one service -----------------------------------------------------------------------
+    def _marker(self, name: str) -> str:
+        return str(self.lab_dir.resolve() / name)
+
+    def _alive(self, record: dict | None, name: str) -> bool:
+        if not record:
+            return False
+        child = self._children.get(record["pid"])
+        if child is not None:  # our own child: its cmdline may not show the exec yet
+            return child.poll() is None
+        return _process_matches(record["pid"], self._marker(name))
+
+    def _healthy(self, name: str, record: dict) -> bool:
+        url = record["health_url"]
+        try:
+            resp = requests.get(url, timeout=1)
+        except requests.RequestException:
+            return False
+        return resp.status_code == (204 if name == "influxdb" else 200)
+
+    def _command(self, name: str, ports: dict) -> tuple[list[str], dict]:
+        home = self.lab_dir.resolve() / name
+        home.mkdir(parents=True, exist_ok=True)
+        if name == "influxdb":
+            conf = home / "influxdb.conf"
+            conf.write_text(INFLUXDB_CONF.format(dir=home, **ports))
+            cmd = [find_binary("influxd"), "-config", str(conf)]
+            url = f"http://127.0.0.1:{ports['port']}"
+            return cmd, {"url": url, "health_url": url + "/ping"}
+        cmd = [
+            find_binary("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(ports["port"]),
+            "-m", str(ports["monitor_port"]), "-sd", str(home / "jetstream"),
+        ]  # fmt: skip
+        monitor = f"http://127.0.0.1:{ports['monitor_port']}"
+        return cmd, {
+            "url": f"nats://127.0.0.1:{ports['port']}",
+            "monitor_url": monitor,
+            "health_url": monitor + "/healthz",
+        }
+
+    def _ports(self, name: str, previous: dict | None) -> dict:
+        keys = ("port", "rpc_port") if name == "influxdb" else ("port", "monitor_port")
+        ports = {}
+        for key in keys:
+            old = (previous or {}).get(key)
+            # Keep the old port when it is free, so bookmarks and notebooks keep working.
+            ports[key] = old if old and not port_open(old) else free_port()
+        return ports
+
+    def _start(self, name: str, previous: dict | None) -> dict:
+        ports = self._ports(name, previous)
+        cmd, urls = self._command(name, ports)
+        log = self._log_file(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            # A new session: Ctrl-C in the terminal that ran `up` does not kill the servers.
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.lab_dir,
+            )  # fmt: skip
+        self._children[proc.pid] = proc
+        return {"pid": proc.pid, "cmd": cmd, **ports, **urls, "log": str(log)}
+
+    def _wait_ready(self, name: str, record: dict) -> None:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self._healthy(name, record):
+                return
+            if not self._alive(record, name):
+                raise StackError(
+                    f"{name} stopped during start-up; its log says: {self._tail(name, 5)!r} "
+                    f"(full log: {self._log_file(name)})"
+                )
+            time.sleep(0.02)
+        raise StackError(
+            f"{name} did not answer within {self.timeout:.0f} s; see {self._log_file(name)}"
+        )
+
+    def _tail(self, name: str, lines: int) -> str:
+        try:
+            text = self._log_file(name).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    # -- InfluxDB users --------------------------------------------------------------------
+    def _bootstrap_influx(self, record: dict) -> None:
+        """Create the admin, ingest and reader users and the prices database, once."""
+        url = record["url"]
+        if self.credentials_file.exists():
+            creds = json.loads(self.credentials_file.read_text())
+            admin = creds["admin"]
+            resp = requests.post(
+                url + "/query", data={"q": "SHOW USERS"},
+                auth=(admin["username"], admin["password"]), timeout=10,
+            )  # fmt: skip
+            if resp.status_code == 200:
+                return
+            raise StackError(
+                f"the credentials in {self.credentials_file} do not match the InfluxDB data in "
+                f"{self.lab_dir / 'influxdb'}: run `python -m lab_helpers.stack reset` to start "
+                "again from empty (this deletes the stored points)"
+            )
+        creds = {
+            role: {"username": user, "password": secrets.token_urlsafe(24)}
+            for role, user in USERS.items()
+        }
+        admin = creds["admin"]
+        # With auth on, the very first admin can be created without logging in, once.
+        first = requests.post(
+            url + "/query",
+            data={"q": f"CREATE USER {admin['username']} WITH PASSWORD "
+                       f"'{admin['password']}' WITH ALL PRIVILEGES"},
+            timeout=10,
+        )  # fmt: skip
+        if first.status_code != 200 or "error" in first.text:
+            raise StackError(
+                f"InfluxDB in {self.lab_dir / 'influxdb'} already has users, but "
+                f"{self.credentials_file} is missing: run `python -m lab_helpers.stack reset` "
+                "to start again from empty (this deletes the stored points)"
+            )
+        statements = [
+            # 52-week shards: decades of daily history in one-week shards would be slow.
+            f'CREATE DATABASE "{DEFAULT_DATABASE}" WITH SHARD DURATION 52w',
+            *(
+                f"CREATE USER {creds[r]['username']} WITH PASSWORD '{creds[r]['password']}'"
+                for r in ("ingest", "reader")
+            ),
+            f'GRANT WRITE ON "{DEFAULT_DATABASE}" TO {creds["ingest"]["username"]}',
+            f'GRANT READ ON "{DEFAULT_DATABASE}" TO {creds["reader"]["username"]}',
+        ]
+        for q in statements:
+            resp = requests.post(
+                url + "/query", data={"q": q}, auth=(admin["username"], admin["password"]),
+                timeout=10,
+            )  # fmt: skip
+            if resp.status_code != 200 or '"error"' in resp.text:
+                raise StackError(f"InfluxDB refused {q.split(' WITH')[0]!r}: {resp.text.strip()}")
+        # Written only now, and readable by the owner alone.
+        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(creds, fh, indent=2)
+
+    # -- public ----------------------------------------------------------------------------
+    def up(self) -> list[ServiceStatus]:
+        """Start every server that is not running and wait until each answers (idempotent)."""
+        with self._lock():
+            state = self._read_state()
+            for name in SERVICES:
+                record = state.get(name)
+                if self._alive(record, name):
+                    self._wait_ready(name, record)
+                else:
+                    record = self._start(name, record)
+                    state[name] = record
+                    self._write_state(state)  # recorded before waiting, so `down` finds it
+                    self._started_here.append(name)
+                    self._wait_ready(name, record)
+                if name == "influxdb":
+                    self._bootstrap_influx(record)
+        return self.status()
+
+    def down(self, only: list[str] | None = None) -> list[str]:
+        """Stop the servers recorded in ``stack.json`` (or just those in ``only``).
+
+        Returns the names stopped. A recorded pid that is no longer our server is dropped
+        from the record without touching the process that now has it.
+        """
+        stopped = []
+        with self._lock():
+            state = self._read_state()
+            for name in list(state):
+                if only is not None and name not in only:
+                    continue
+                record = state.pop(name)
+                if self._alive(record, name):
+                    self._stop_pid(record["pid"], name)
+                    stopped.append(name)
+                for key in ("port", "rpc_port", "monitor_port"):
+                    if key in record:
+                        self._wait_port_closed(record[key])
+            self._write_state(state)
+        return stopped
+
+    def _stop_pid(self, pid: int, name: str) -> None:
+        marker = self._marker(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _process_matches(pid, marker):
+            child = self._children.pop(pid, None)
+            if child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=max(0.0, deadline - time.monotonic()))
+                continue
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 5
+            time.sleep(0.02)
+
+    @staticmethod
+    def _wait_port_closed(port: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def status(self) -> list[ServiceStatus]:
+        """State of each server: running and answering, not answering, stale or stopped."""
+        state = self._read_state()
+        out = []
+        for name in SERVICES:
+            record = state.get(name)
+            if not record:
+                out.append(ServiceStatus(name, "stopped"))
+            elif not self._alive(record, name):
+                out.append(ServiceStatus(name, "stale (recorded pid is gone)"))
+            else:
+                healthy = self._healthy(name, record)
+                out.append(
+                    ServiceStatus(
+                        name,
+                        "running" if healthy else "not answering",
+                        record["pid"],
+                        record["url"],
+                        healthy,
+                    )  # fmt: skip
+                )
+        return out
+
+    def logs(self, name: str, lines: int = 50) -> str:
+        """The last ``lines`` lines of a server's log."""
+        if name not in SERVICES:
+            raise StackError(f"unknown service {name!r}: choose one of {', '.join(SERVICES)}")
+        return self._tail(name, lines)
+
+    def reset(self) -> None:
+        """Stop everything and delete the local data and credentials (a fresh start)."""
+        self.down()
+        for name in SERVICES:
+            shutil.rmtree(self.lab_dir / name, ignore_errors=True)
+        self.credentials_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> LocalStack:
+        self._started_here = []
+        self.up()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._started_here:
+            self.down(only=self._started_here)
+
+
+def _print_status(stack: LocalStack) -> bool:
+    rows = stack.status()
+    for row in rows:
+        print(row)
+    if stack.credentials_file.exists():
+        users = json.loads(stack.credentials_file.read_text())
+        names = ", ".join(f"{role}={c['username']}" for role, c in users.items())
+        print(f"   InfluxDB users: {names} (passwords in {stack.credentials_file})")
+    return all(r.healthy for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m lab_helpers.stack up|down|status|logs NAME|reset``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lab_helpers.stack", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("command", choices=["up", "down", "status", "logs", "reset"])
+    parser.add_argument("service", nargs="?", help="for logs: influxdb or nats")
+    parser.add_argument("-n", "--lines", type=int, default=50, help="for logs: how many lines")
+    parser.add_argument("--lab-dir", help="where the local state lives (default .lab/)")
+    args = parser.parse_args(argv)
+    try:
+        stack = LocalStack(args.lab_dir)
+        if args.command == "up":
+            stack.up()
+            return 0 if _print_status(stack) else 1
+        if args.command == "down":
+            stopped = stack.down()
+            print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+            return 0
+        if args.command == "status":
+            return 0 if _print_status(stack) else 3
+        if args.command == "reset":
+            stack.reset()
+            print(f"stopped the stack and deleted the data and credentials in {stack.lab_dir}")
+            return 0
+        for name in [args.service] if args.service else SERVICES:
+            print(f"==> {name} <==\n{stack.logs(name, args.lines)}")
+        return 0
+    except LabError as err:
+        print(f"⛔ {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Set up everything the lab needs on this machine; safe to run again (it reuses what is there).
+#   1. the servers: influxd (InfluxDB 1.x) and nats-server, from Debian/Ubuntu packages
+#   2. a Python virtual environment in .venv with lab_helpers and its dependencies
+# Usage: scripts/setup.sh [servers|python|all]   (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+APT_PACKAGES=(influxdb influxdb-client nats-server)
+
+say() { printf '%s\n' "$*"; }
+fail() { printf '⛔ %s\n' "$*" >&2; exit 1; }
+
+have_server() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/local/sbin/$1" ]; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else fail "need root to run: $* (install sudo, or run this as root)"; fi
+}
+
+apt_install() {
+  # `apt-get update` only when the package lists are missing or older than a day.
+  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
+    as_root apt-get update -qq
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+setup_servers() {
+  if have_server influxd && have_server nats-server; then
+    say "✅ servers: influxd and nats-server are installed"
+    return
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    fail "influxd and nats-server are missing and this is not Debian/Ubuntu. Install InfluxDB 1.x
+   (https://www.influxdata.com/downloads/, e.g. 'brew install influxdb@1' on macOS) and nats-server
+   (https://docs.nats.io/running-a-nats-service/introduction/installation, e.g. 'brew install
+   nats-server'), put both on PATH, then run this again."
+  fi
+  say "installing ${APT_PACKAGES[*]} with apt-get"
+  apt_install "${APT_PACKAGES[@]}"
+  have_server influxd && have_server nats-server || fail "apt-get did not provide influxd and nats-server"
+  say "✅ servers: installed"
+}
+
+setup_python() {
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+    || fail "Python >= 3.11 is needed ('$PYTHON' is $("$PYTHON" --version 2>&1)); set PYTHON=python3.11 or newer"
+  if [ ! -x "$VENV/bin/python" ]; then
+    if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+      command -v apt-get >/dev/null 2>&1 || fail "Python's venv module is missing: install it for $PYTHON"
+      apt_install python3-venv
+    fi
+    "$PYTHON" -m venv "$VENV"
+  fi
+  # Reinstall only when pyproject.toml changed since the last install.
+  if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+    touch "$VENV/.installed"
+  fi
+  say "✅ python: $("$VENV/bin/python" --version) in $VENV with lab_helpers installed"
+}
+
+case "${1:-all}" in
+  servers) setup_servers ;;
+  python) setup_python ;;
+  all) setup_servers; setup_python ;;
+  *) fail "usage: scripts/setup.sh [servers|python|all]" ;;
+esac

@@ -1,0 +1,151 @@
+"""The local stack manager with the real servers: idempotent, loopback-only, clean stop."""
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+import requests
+
+from lab_helpers.errors import StackError
+from lab_helpers.stack import LocalStack, _process_matches, find_binary, main, port_open
+
+from .conftest import require_servers
+
+
+def listening_addresses(pid: int) -> list[str]:
+    """Local addresses (ip:port) of every TCP socket ``pid`` listens on, from /proc."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            next(fh)
+            for row in fh:
+                cols = row.split()
+                if cols[3] == "0A" and cols[9] in inodes:  # 0A = LISTEN
+                    ip_hex, port_hex = cols[1].split(":")
+                    if len(ip_hex) == 8:
+                        ip = ".".join(str(int(ip_hex[i : i + 2], 16)) for i in (6, 4, 2, 0))
+                    else:
+                        ip = "ipv6:" + ip_hex
+                    found.append(f"{ip}:{int(port_hex, 16)}")
+    return found
+
+
+@pytest.fixture
+def lab_dir(tmp_path):
+    require_servers()
+    yield tmp_path
+    LocalStack(tmp_path).down()
+
+
+def pids(lab_dir) -> dict:
+    state = json.loads((lab_dir / "stack.json").read_text())
+    return {name: rec["pid"] for name, rec in state.items()}
+
+
+def test_up_is_idempotent_loopback_only_and_down_leaves_nothing(lab_dir):
+    stack = LocalStack(lab_dir)
+    rows = stack.up()
+    assert [r.name for r in rows] == ["influxdb", "nats"] and all(r.healthy for r in rows)
+    first = pids(lab_dir)
+    assert stack.up() and pids(lab_dir) == first  # a second `up` starts nothing
+
+    creds = lab_dir / "credentials.json"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    assert set(json.loads(creds.read_text())) == {"admin", "ingest", "reader"}
+
+    state = json.loads((lab_dir / "stack.json").read_text())
+    ports = [state["influxdb"]["port"], state["influxdb"]["rpc_port"],
+             state["nats"]["port"], state["nats"]["monitor_port"]]  # fmt: skip
+    addresses = [a for pid in first.values() for a in listening_addresses(pid)]
+    assert sorted(addresses) == sorted(f"127.0.0.1:{p}" for p in ports)
+
+    assert sorted(stack.down()) == ["influxdb", "nats"]
+    for name, pid in first.items():
+        assert not _process_matches(pid, str(lab_dir / name))  # gone (or an unreaped zombie)
+    assert not any(port_open(p) for p in ports)
+    assert not (lab_dir / "stack.json").exists()
+    assert [r.state for r in stack.status()] == ["stopped", "stopped"]
+
+
+def test_data_and_users_survive_a_restart(lab_dir):
+    from lab_helpers.influx import InfluxDB
+
+    stack = LocalStack(lab_dir)
+    stack.up()
+    db = InfluxDB.connect(settings=stack.settings)
+    db.write([{"measurement": "m", "fields": {"v": 1.5}, "time": 1}])
+    stack.down()
+    stack.up()
+    db = InfluxDB.connect(settings=stack.settings)
+    assert db.query("SELECT v FROM m")["v"].tolist() == [1.5]
+
+
+def test_stale_pid_file_never_touches_another_program(lab_dir):
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (lab_dir / "stack.json").write_text(json.dumps({
+            "influxdb": {"pid": bystander.pid, "port": 1, "url": "http://127.0.0.1:1",
+                         "health_url": "http://127.0.0.1:1/ping"},
+        }))  # fmt: skip
+        stack = LocalStack(lab_dir)
+        assert stack.status()[0].state.startswith("stale")
+        stack.up()
+        assert pids(lab_dir)["influxdb"] != bystander.pid
+        stack.down()
+        assert bystander.poll() is None  # still running
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_context_manager_stops_only_what_it_started(lab_dir):
+    outer = LocalStack(lab_dir)
+    outer.up()
+    before = pids(lab_dir)
+    with LocalStack(lab_dir) as inner:
+        assert pids(lab_dir) == before
+        assert inner.settings.influx_url == outer.settings.influx_url
+    assert all(r.healthy for r in outer.status())
+    outer.down()
+    with LocalStack(lab_dir) as inner:
+        url = inner.settings.influx_url
+        assert requests.get(url + "/ping", timeout=2).status_code == 204
+    assert [r.state for r in outer.status()] == ["stopped", "stopped"]
+
+
+def test_lost_credentials_get_a_clear_way_out(lab_dir):
+    stack = LocalStack(lab_dir)
+    stack.up()
+    stack.down()
+    (lab_dir / "credentials.json").unlink()
+    with pytest.raises(StackError, match="stack reset"):
+        stack.up()
+    stack.reset()
+    assert all(r.healthy for r in stack.up())
+
+
+def test_missing_server_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(StackError, match="apt-get install -y influxdb"):
+        find_binary("influxd")
+
+
+def test_command_line(lab_dir, capsys):
+    assert main(["status", "--lab-dir", str(lab_dir)]) == 3
+    assert "⛔ influxdb  stopped" in capsys.readouterr().out
+    assert main(["up", "--lab-dir", str(lab_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "✅ influxdb  running" in out and "lab_reader" in out
+    creds = json.loads((lab_dir / "credentials.json").read_text())
+    assert creds["admin"]["password"] not in out  # names only, never passwords
+    assert main(["logs", "nope", "--lab-dir", str(lab_dir)]) == 1
+    assert "unknown service 'nope'" in capsys.readouterr().err
+    assert main(["down", "--lab-dir", str(lab_dir)]) == 0
+    assert "stopped: influxdb, nats" in capsys.readouterr().out
