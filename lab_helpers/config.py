@@ -153,3 +153,56 @@ def load_settings(env: dict[str, str] | None = None, lab_dir: Path | str | None 
         nats_url=env.get("LAB_NATS_URL") or stack.get("nats", {}).get("url"),
         _credentials=creds,
     )
+
+
+def env_value(
+    name: str,
+    default,
+    cast=str,
+    *,
+    env: dict[str, str] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple | None = None,
+):
+    """Read one setting of a service from the environment, checked; :class:`ConfigError`
+    (one sentence naming the variable) when it is not valid.
+
+    ``cast`` turns the text into a value (``int``, ``float``, ``str``, :func:`as_bool`...).
+    """
+    env = os.environ if env is None else env
+    text = env.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = cast(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={text!r} is not valid: expected {cast.__name__}") from None
+    if choices is not None and value not in choices:
+        raise ConfigError(
+            f"{name}={text!r} is not valid: use one of {', '.join(map(str, choices))}"
+        )
+    if minimum is not None and value < minimum or maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={text!r} is out of range: use {minimum} to {maximum}")
+    return value
+
+
+def as_bool(text: str) -> bool:
+    """``1/true/yes/on`` -> True, ``0/false/no/off`` -> False (any case)."""
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+as_bool.__name__ = "a boolean (true/false)"
+
+
+def csv_list(text: str) -> tuple[str, ...]:
+    """``"btc, eth"`` -> ``("btc", "eth")``."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+csv_list.__name__ = "a comma-separated list"

@@ -1,4 +1,4 @@
-"""Start, stop and inspect the lab's local servers: InfluxDB and NATS JetStream.
+"""Start, stop and inspect the lab's local system: InfluxDB, NATS and the three services.
 
 Command line::
 
@@ -13,7 +13,10 @@ From Python (tests, notebooks)::
     with LocalStack() as stack:          # stops on exit only what this `with` started
         db = InfluxDB.connect(settings=stack.settings)
 
-Each server runs on loopback only, on free ports, with its data under ``.lab/``. InfluxDB
+The servers (``influxd``, ``nats-server``) and then the services (``ingest``, ``api``,
+``source``, each ``python services/<name>/main.py``) run on loopback only, with their data
+under ``.lab/``. Servers take free ports; a service takes its usual port (api 8000, source
+8001, ingest 8002) when it is free, else a free one: ``status`` shows where. InfluxDB
 runs with authentication on; the first start creates three users with generated passwords
 (an admin, a write-only ``ingest`` user and a read-only ``reader``) and saves them to
 ``.lab/credentials.json`` (readable by you alone). Process ids and addresses are kept in
@@ -39,10 +42,13 @@ from pathlib import Path
 
 import requests
 
-from .config import DEFAULT_DATABASE, Settings, load_settings
+from .config import DEFAULT_DATABASE, Settings, load_settings, project_root
 from .errors import LabError, StackError
 
-SERVICES = ("influxdb", "nats")
+SERVERS = ("influxdb", "nats")
+# The lab's own services, in start order, with their usual port and InfluxDB role.
+APPS = {"ingest": (8002, "ingest"), "api": (8000, "reader"), "source": (8001, None)}
+SERVICES = SERVERS + tuple(APPS)
 
 # How each server is installed, for the error that says what to do when it is missing.
 INSTALL_HINT = {
@@ -100,20 +106,24 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def _process_matches(pid: int, marker: str) -> bool:
-    """True if ``pid`` is alive (not a zombie) and its command line contains ``marker``.
+    """True if ``pid`` is alive (not a zombie) and its command line or environment holds
+    ``marker``.
 
-    The marker (our config or data path) tells our server apart from an unrelated
-    program that got the same pid after a reboot.
+    The marker (our config path, or ``LAB_DIR=...`` for a service) tells our process apart
+    from an unrelated program that got the same pid after a reboot.
     """
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child that already exited
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
     state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X") and marker in cmdline
+    if state in ("Z", "X"):
+        return False
+    return marker in cmdline or marker.encode() in environ
 
 
 @dataclass
@@ -140,8 +150,21 @@ class LocalStack:
     stack and, on exit, stops only the servers that it started itself.
     """
 
-    def __init__(self, lab_dir: Path | str | None = None, *, timeout: float = 30.0):
+    def __init__(
+        self,
+        lab_dir: Path | str | None = None,
+        *,
+        services: tuple[str, ...] | list[str] | None = None,
+        timeout: float = 30.0,
+    ):
         self.lab_dir = Path(lab_dir) if lab_dir else load_settings().lab_dir
+        unknown = [s for s in services or () if s not in SERVICES]
+        if unknown:
+            raise StackError(f"unknown service {unknown[0]!r}: choose from {', '.join(SERVICES)}")
+        # The servers always come first: every service needs them.
+        self.services = (
+            SERVICES if services is None else SERVERS + tuple(s for s in APPS if s in services)
+        )
         self.timeout = timeout
         self._started_here: list[str] = []
         self._children: dict[int, subprocess.Popen] = {}
@@ -195,6 +218,8 @@ class LocalStack:
 
     # -- one service -----------------------------------------------------------------------
     def _marker(self, name: str) -> str:
+        if name in APPS:
+            return f"LAB_DIR={self.lab_dir.resolve()}"
         return str(self.lab_dir.resolve() / name)
 
     def _alive(self, record: dict | None, name: str) -> bool:
@@ -213,7 +238,38 @@ class LocalStack:
             return False
         return resp.status_code == (204 if name == "influxdb" else 200)
 
-    def _command(self, name: str, ports: dict) -> tuple[list[str], dict]:
+    def app_command(self, name: str) -> list[str]:
+        """How a service is run, the same locally and in its container image."""
+        return [sys.executable, str(project_root() / "services" / name / "main.py")]
+
+    def app_env(self, name: str, port: int) -> dict[str, str]:
+        """The environment variables a service gets from this stack (its only configuration).
+
+        Everything else in the caller's environment is passed on too, so ``SOURCE_*``,
+        ``INGEST_*`` and ``API_*`` settings reach the services.
+        """
+        settings = self.settings
+        env = {
+            "LAB_DIR": str(self.lab_dir.resolve()),
+            "LAB_HOST": "127.0.0.1",
+            "LAB_PORT": str(port),
+            "LAB_NATS_URL": settings.require_nats_url(),
+            "LAB_INFLUX_URL": settings.require_influx_url(),
+            "LAB_INFLUX_DB": settings.influx_database,
+            "PYTHONUNBUFFERED": "1",
+        }
+        role = APPS[name][1]
+        if role:
+            creds = settings.credentials(role)
+            env["LAB_INFLUX_USER"], env["LAB_INFLUX_PASSWORD"] = creds.username, creds.password
+        return env
+
+    def _command(self, name: str, ports: dict) -> tuple[list[str], dict, dict | None]:
+        """The command line, the addresses, and the environment (None: inherit) of a process."""
+        if name in APPS:
+            url = f"http://127.0.0.1:{ports['port']}"
+            env = {**os.environ, **self.app_env(name, ports["port"])}
+            return self.app_command(name), {"url": url, "health_url": url + "/healthz"}, env
         home = self.lab_dir.resolve() / name
         home.mkdir(parents=True, exist_ok=True)
         if name == "influxdb":
@@ -221,37 +277,39 @@ class LocalStack:
             conf.write_text(INFLUXDB_CONF.format(dir=home, **ports))
             cmd = [find_binary("influxd"), "-config", str(conf)]
             url = f"http://127.0.0.1:{ports['port']}"
-            return cmd, {"url": url, "health_url": url + "/ping"}
+            return cmd, {"url": url, "health_url": url + "/ping"}, None
         cmd = [
             find_binary("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(ports["port"]),
             "-m", str(ports["monitor_port"]), "-sd", str(home / "jetstream"),
         ]  # fmt: skip
         monitor = f"http://127.0.0.1:{ports['monitor_port']}"
-        return cmd, {
+        urls = {
             "url": f"nats://127.0.0.1:{ports['port']}",
             "monitor_url": monitor,
             "health_url": monitor + "/healthz",
         }
+        return cmd, urls, None
 
     def _ports(self, name: str, previous: dict | None) -> dict:
-        keys = ("port", "rpc_port") if name == "influxdb" else ("port", "monitor_port")
+        keys = {"influxdb": ("port", "rpc_port"), "nats": ("port", "monitor_port")}
         ports = {}
-        for key in keys:
-            old = (previous or {}).get(key)
-            # Keep the old port when it is free, so bookmarks and notebooks keep working.
-            ports[key] = old if old and not port_open(old) else free_port()
+        for key in keys.get(name, ("port",)):
+            # Keep the old port (or a service's usual one) when it is free, so bookmarks keep
+            # working.
+            wanted = (previous or {}).get(key) or (APPS[name][0] if name in APPS else None)
+            ports[key] = wanted if wanted and not port_open(wanted) else free_port()
         return ports
 
     def _start(self, name: str, previous: dict | None) -> dict:
         ports = self._ports(name, previous)
-        cmd, urls = self._command(name, ports)
+        cmd, urls, env = self._command(name, ports)
         log = self._log_file(name)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             # A new session: Ctrl-C in the terminal that ran `up` does not kill the servers.
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.lab_dir,
+                start_new_session=True, cwd=self.lab_dir, env=env,
             )  # fmt: skip
         self._children[proc.pid] = proc
         return {"pid": proc.pid, "cmd": cmd, **ports, **urls, "log": str(log)}
@@ -341,7 +399,7 @@ class LocalStack:
         """Start every server that is not running and wait until each answers (idempotent)."""
         with self._lock():
             state = self._read_state()
-            for name in SERVICES:
+            for name in self.services:
                 record = state.get(name)
                 if self._alive(record, name):
                     self._wait_ready(name, record)
@@ -364,7 +422,8 @@ class LocalStack:
         stopped = []
         with self._lock():
             state = self._read_state()
-            for name in list(state):
+            # Stop in reverse start order: the source first, the servers last.
+            for name in sorted(state, key=lambda n: -SERVICES.index(n) if n in SERVICES else 0):
                 if only is not None and name not in only:
                     continue
                 record = state.pop(name)
@@ -404,7 +463,7 @@ class LocalStack:
         """State of each server: running and answering, not answering, stale or stopped."""
         state = self._read_state()
         out = []
-        for name in SERVICES:
+        for name in [n for n in SERVICES if n in self.services or n in state]:
             record = state.get(name)
             if not record:
                 out.append(ServiceStatus(name, "stopped"))
@@ -432,7 +491,7 @@ class LocalStack:
     def reset(self) -> None:
         """Stop everything and delete the local data and credentials (a fresh start)."""
         self.down()
-        for name in SERVICES:
+        for name in SERVERS:
             shutil.rmtree(self.lab_dir / name, ignore_errors=True)
         self.credentials_file.unlink(missing_ok=True)
 
@@ -465,12 +524,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m lab_helpers.stack", description=__doc__.split("\n")[0]
     )
     parser.add_argument("command", choices=["up", "down", "status", "logs", "reset"])
-    parser.add_argument("service", nargs="?", help="for logs: influxdb or nats")
+    parser.add_argument(
+        "service", nargs="*", help=f"up/logs: only these ({', '.join(SERVICES)}); default all"
+    )
     parser.add_argument("-n", "--lines", type=int, default=50, help="for logs: how many lines")
     parser.add_argument("--lab-dir", help="where the local state lives (default .lab/)")
     args = parser.parse_args(argv)
     try:
-        stack = LocalStack(args.lab_dir)
+        stack = LocalStack(args.lab_dir, services=args.service or None)
         if args.command == "up":
             stack.up()
             return 0 if _print_status(stack) else 1
@@ -484,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.reset()
             print(f"stopped the stack and deleted the data and credentials in {stack.lab_dir}")
             return 0
-        for name in [args.service] if args.service else SERVICES:
+        for name in args.service or SERVICES:
             print(f"==> {name} <==\n{stack.logs(name, args.lines)}")
         return 0
     except LabError as err:

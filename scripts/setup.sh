@@ -43,6 +43,13 @@ setup_servers() {
   say "installing ${APT_PACKAGES[*]} with apt-get"
   apt_install "${APT_PACKAGES[@]}"
   have_server influxd && have_server nats-server || fail "apt-get did not provide influxd and nats-server"
+  # With systemd, the packages start their own daemons, and the packaged InfluxDB listens on
+  # every interface without a password. The lab runs its own servers on loopback instead, so
+  # the daemons that this install just started are stopped and disabled.
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    as_root systemctl disable --now influxdb nats-server >/dev/null 2>&1 || true
+    say "stopped the system-wide influxdb and nats-server services (the lab starts its own)"
+  fi
   say "✅ servers: installed"
 }
 

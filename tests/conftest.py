@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from lab_helpers.errors import StackError
-from lab_helpers.stack import INSTALL_HINT, LocalStack, find_binary
+from lab_helpers.stack import INSTALL_HINT, SERVERS, LocalStack, find_binary
 
 
 def _missing_servers() -> list[str]:
@@ -41,7 +41,7 @@ def stack(tmp_path_factory):
     """A running LocalStack for the whole test session, stopped at the end."""
     require_servers()
     lab_dir = tmp_path_factory.mktemp("lab")
-    with LocalStack(lab_dir) as running:
+    with LocalStack(lab_dir, services=SERVERS) as running:
         yield running
     shutil.rmtree(lab_dir, ignore_errors=True)
 

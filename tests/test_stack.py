@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from lab_helpers.errors import StackError
-from lab_helpers.stack import LocalStack, _process_matches, find_binary, main, port_open
+from lab_helpers.stack import SERVERS, LocalStack, _process_matches, find_binary, main, port_open
 
 from .conftest import require_servers
 
@@ -50,7 +50,7 @@ def pids(lab_dir) -> dict:
 
 
 def test_up_is_idempotent_loopback_only_and_down_leaves_nothing(lab_dir):
-    stack = LocalStack(lab_dir)
+    stack = LocalStack(lab_dir, services=SERVERS)
     rows = stack.up()
     assert [r.name for r in rows] == ["influxdb", "nats"] and all(r.healthy for r in rows)
     first = pids(lab_dir)
@@ -77,7 +77,7 @@ def test_up_is_idempotent_loopback_only_and_down_leaves_nothing(lab_dir):
 def test_data_and_users_survive_a_restart(lab_dir):
     from lab_helpers.influx import InfluxDB
 
-    stack = LocalStack(lab_dir)
+    stack = LocalStack(lab_dir, services=SERVERS)
     stack.up()
     db = InfluxDB.connect(settings=stack.settings)
     db.write([{"measurement": "m", "fields": {"v": 1.5}, "time": 1}])
@@ -94,7 +94,7 @@ def test_stale_pid_file_never_touches_another_program(lab_dir):
             "influxdb": {"pid": bystander.pid, "port": 1, "url": "http://127.0.0.1:1",
                          "health_url": "http://127.0.0.1:1/ping"},
         }))  # fmt: skip
-        stack = LocalStack(lab_dir)
+        stack = LocalStack(lab_dir, services=SERVERS)
         assert stack.status()[0].state.startswith("stale")
         stack.up()
         assert pids(lab_dir)["influxdb"] != bystander.pid
@@ -106,22 +106,22 @@ def test_stale_pid_file_never_touches_another_program(lab_dir):
 
 
 def test_context_manager_stops_only_what_it_started(lab_dir):
-    outer = LocalStack(lab_dir)
+    outer = LocalStack(lab_dir, services=SERVERS)
     outer.up()
     before = pids(lab_dir)
-    with LocalStack(lab_dir) as inner:
+    with LocalStack(lab_dir, services=SERVERS) as inner:
         assert pids(lab_dir) == before
         assert inner.settings.influx_url == outer.settings.influx_url
     assert all(r.healthy for r in outer.status())
     outer.down()
-    with LocalStack(lab_dir) as inner:
+    with LocalStack(lab_dir, services=SERVERS) as inner:
         url = inner.settings.influx_url
         assert requests.get(url + "/ping", timeout=2).status_code == 204
     assert [r.state for r in outer.status()] == ["stopped", "stopped"]
 
 
 def test_lost_credentials_get_a_clear_way_out(lab_dir):
-    stack = LocalStack(lab_dir)
+    stack = LocalStack(lab_dir, services=SERVERS)
     stack.up()
     stack.down()
     (lab_dir / "credentials.json").unlink()
@@ -138,9 +138,9 @@ def test_missing_server_says_how_to_install(monkeypatch, tmp_path):
 
 
 def test_command_line(lab_dir, capsys):
-    assert main(["status", "--lab-dir", str(lab_dir)]) == 3
+    assert main(["status", "influxdb", "nats", "--lab-dir", str(lab_dir)]) == 3
     assert "⛔ influxdb  stopped" in capsys.readouterr().out
-    assert main(["up", "--lab-dir", str(lab_dir)]) == 0
+    assert main(["up", "influxdb", "nats", "--lab-dir", str(lab_dir)]) == 0
     out = capsys.readouterr().out
     assert "✅ influxdb  running" in out and "lab_reader" in out
     creds = json.loads((lab_dir / "credentials.json").read_text())
@@ -148,4 +148,4 @@ def test_command_line(lab_dir, capsys):
     assert main(["logs", "nope", "--lab-dir", str(lab_dir)]) == 1
     assert "unknown service 'nope'" in capsys.readouterr().err
     assert main(["down", "--lab-dir", str(lab_dir)]) == 0
-    assert "stopped: influxdb, nats" in capsys.readouterr().out
+    assert "stopped: nats, influxdb" in capsys.readouterr().out

@@ -1,0 +1,121 @@
+"""The message broker: NATS JetStream subjects, the tick stream, and the tick wire format.
+
+Ticks travel as small JSON objects, one per message::
+
+    {"asset": "btc", "price": 63000.5, "time": "2021-04-14T06:13:00Z", "source": "replay", "seq": 7}
+
+- ``ticks.<asset>`` (JetStream stream ``TICKS``, file storage): every tick the source emits,
+  good or bad. The stream keeps each message until the ingest workers have acknowledged it,
+  so a worker that restarts loses nothing. A ``Nats-Msg-Id`` header lets JetStream drop a
+  message published twice within :data:`DUPLICATE_WINDOW` (a source that restarts).
+- ``clean.<asset>`` (plain NATS, no storage): each tick once it is cleaned and stored in
+  InfluxDB; the api pushes these to browsers live.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from typing import Any
+
+import nats
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+STREAM = "TICKS"
+TICK_PREFIX = "ticks"
+CLEAN_PREFIX = "clean"
+DUPLICATE_WINDOW = 120.0  # seconds: JetStream drops a repeated Nats-Msg-Id within this window
+MAX_MESSAGE_BYTES = 64 * 1024  # a tick is ~100 bytes; anything this large is not a tick
+STREAM_MAX_BYTES = 512 * 1024 * 1024  # cap the stream's disk use on a learner's machine
+
+_TOKEN = re.compile(r"[^a-z0-9_-]")
+
+log = logging.getLogger(__name__)
+
+
+def subject(prefix: str, asset: Any) -> str:
+    """The subject for an asset, e.g. ``subject("ticks", "BTC") == "ticks.btc"``.
+
+    Any text becomes a valid single subject token (a bad asset name must still travel to
+    the ingest worker, which quarantines it), so dots, spaces and wildcards are replaced.
+    """
+    token = _TOKEN.sub("_", str(asset).strip().lower())[:64] or "_"
+    return f"{prefix}.{token}"
+
+
+def encode(tick: dict) -> bytes:
+    """A tick as JSON bytes. NaN and infinity are allowed: the source sends them on purpose."""
+    return json.dumps(tick, separators=(",", ":"), default=str).encode()
+
+
+class BadMessage(ValueError):
+    """A message that is not a tick at all; ``reason`` is what the quarantine records."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def decode(data: bytes) -> dict:
+    """Parse one message into a dict, or raise :class:`BadMessage` with the reason."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise BadMessage("message too large")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadMessage("not UTF-8") from None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise BadMessage("invalid JSON") from None
+    if not isinstance(value, dict):
+        raise BadMessage("not a JSON object")
+    return value
+
+
+def is_number(value: Any) -> bool:
+    """True for a finite int or float (not bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+async def connect(url: str, name: str, **kw) -> nats.NATS:
+    """Connect to NATS and keep reconnecting forever (a broker restart is not fatal)."""
+
+    async def on_error(err):
+        log.warning("nats error: %s", err)
+
+    async def on_disconnect():
+        log.warning("disconnected from NATS; reconnecting")
+
+    async def on_reconnect():
+        log.info("reconnected to NATS")
+
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        **kw,
+    )
+
+
+async def ensure_stream(js) -> None:
+    """Create the ``TICKS`` stream if it does not exist (idempotent)."""
+    config = StreamConfig(
+        name=STREAM,
+        subjects=[f"{TICK_PREFIX}.>"],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        max_bytes=STREAM_MAX_BYTES,
+        duplicate_window=DUPLICATE_WINDOW,
+    )
+    try:
+        await js.stream_info(STREAM)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(config)

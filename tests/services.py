@@ -1,0 +1,74 @@
+"""Run one of the lab's services as a real local process, for the tests.
+
+The process gets exactly the command and environment that ``LocalStack`` (and the container
+image) gives it, plus any extra variables a test sets, and is stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from lab_helpers.stack import LocalStack, free_port
+
+
+@dataclass
+class RunningService:
+    name: str
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """Send ``sig`` and wait; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def run_app(
+    stack: LocalStack, name: str, env: dict[str, str] | None = None, *, ready: bool = False,
+    timeout: float = 30,
+) -> Iterator[RunningService]:  # fmt: skip
+    """Start ``services/<name>/main.py`` against ``stack``; wait for /healthz (or /readyz
+    with ``ready=True``); on exit send SIGTERM and check that it stopped cleanly."""
+    port = free_port()
+    full_env = {**os.environ, **stack.app_env(name, port), **(env or {})}
+    log = stack.lab_dir / "logs" / f"test-{name}-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            stack.app_command(name), env=full_env, stdout=out, stderr=subprocess.STDOUT
+        )
+    service = RunningService(name, f"http://127.0.0.1:{port}", proc, log)
+    probe = service.url + ("/readyz" if ready else "/healthz")
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{service.output()}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(probe, timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} not up within {timeout} s:\n{service.output()}")
+            time.sleep(0.05)
+        yield service
+    finally:
+        if proc.poll() is None:
+            code = service.stop()
+            assert code == 0, (
+                f"{name} did not stop cleanly on SIGTERM ({code}):\n{service.output()}"
+            )
