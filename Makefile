@@ -21,10 +21,11 @@ run: setup stack-up ## execute every notebook headless (papermill) into build/no
 	$(PY) -m lab_helpers.workbook run
 
 test: setup ## run the whole test suite (starts its own servers on free ports)
+	@bash scripts/setup.sh browser
 	$(PY) -m pytest
 
 lint: setup ## static checks
-	$(VENV)/bin/ruff check lab_helpers tests
+	$(VENV)/bin/ruff check lab_helpers services tests
 
 stack-up: ## start InfluxDB and NATS on loopback (a no-op when running)
 	@$(PY) -m lab_helpers.stack up

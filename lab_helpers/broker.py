@@ -86,13 +86,18 @@ async def connect(url: str, name: str, **kw) -> nats.NATS:
     async def on_error(err):
         log.warning("nats error: %s", err)
 
+    client: list[nats.NATS] = []  # filled below, so the callbacks can tell a close from a loss
+
     async def on_disconnect():
-        log.warning("disconnected from NATS; reconnecting")
+        if client and (client[0].is_closed or client[0].is_draining):
+            log.info("disconnected from NATS (closing)")
+        else:
+            log.warning("disconnected from NATS; reconnecting")
 
     async def on_reconnect():
         log.info("reconnected to NATS")
 
-    return await nats.connect(
+    nc = await nats.connect(
         url,
         name=name,
         max_reconnect_attempts=-1,
@@ -102,6 +107,8 @@ async def connect(url: str, name: str, **kw) -> nats.NATS:
         reconnected_cb=on_reconnect,
         **kw,
     )
+    client.append(nc)
+    return nc
 
 
 async def ensure_stream(js) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -420,6 +421,10 @@ class InfluxDB:
             raise InfluxError(f"database {data['db']!r} does not exist: create it first")
         if resp.status_code != 200 or resp.content.startswith(b"error"):
             raise InfluxError(f"InfluxDB refused the query: {_error_text(resp)}")
+        if not resp.content.strip():
+            # The CSV format drops a statement's error and answers an empty 200; ask again in
+            # JSON, which carries the error (cheap: an empty result costs the server nothing).
+            self.execute(q, params, database=data["db"])
         return _frame_from_csv(resp.content)
 
     def count(self, measurement: str, field: str = "price", *, database: str | None = None) -> int:
@@ -437,14 +442,10 @@ def _frame_from_csv(content: bytes) -> pd.DataFrame:
     if "tags" in df.columns:
         tags = df.pop("tags")
         if tags.notna().any():
-            parsed = pd.DataFrame(
-                [
-                    dict(kv.split("=", 1) for kv in str(t).split(",")) if isinstance(t, str) else {}
-                    for t in tags
-                ],
-                index=df.index,
-            )
-            df = pd.concat([df, parsed], axis=1)
+            # Each distinct tag set is parsed once: a GROUP BY has few of them.
+            parsed = {t: _parse_tags(t) for t in tags.dropna().unique()}
+            rows = [parsed.get(t, {}) for t in tags]
+            df = pd.concat([df, pd.DataFrame(rows, index=df.index)], axis=1)
     if "name" in df.columns and df["name"].nunique() <= 1:
         df = df.drop(columns="name")
     index = pd.to_datetime(df.pop("time").to_numpy(dtype="int64"), unit="ns", utc=True)
@@ -453,6 +454,21 @@ def _frame_from_csv(content: bytes) -> pd.DataFrame:
         if pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
             df[col] = df[col].astype("float64")
     return df
+
+
+_TAG_PAIR = re.compile(r"((?:[^\\,=]|\\.)+)=((?:[^\\,]|\\.)*)")
+
+
+def _parse_tags(text: str) -> dict[str, str]:
+    """``reason=bad\\ timestamp,asset=btc`` (the CSV ``tags`` column, escaped as in line
+    protocol) -> ``{"reason": "bad timestamp", "asset": "btc"}``."""
+    return {
+        _UNESCAPE.sub(r"\1", key): _UNESCAPE.sub(r"\1", value)
+        for key, value in _TAG_PAIR.findall(str(text))
+    }
+
+
+_UNESCAPE = re.compile(r"\\([ ,=])")
 
 
 def _point_batches(points: Iterable[dict], batch_size: int) -> Iterator[EncodedBatch]:
@@ -467,8 +483,6 @@ def _point_batches(points: Iterable[dict], batch_size: int) -> Iterator[EncodedB
 
 
 def _is_duration(text: str) -> bool:
-    import re
-
     return bool(re.fullmatch(r"INF|(\d+(ns|u|µ|ms|s|m|h|d|w))+", str(text)))
 
 

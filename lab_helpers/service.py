@@ -18,6 +18,7 @@ import asyncio
 import inspect
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -147,4 +148,13 @@ def serve(app: FastAPI, port_variable: str, default_port: int) -> None:
     except ConfigError as err:
         log.error(str(err))
         raise SystemExit(2) from None
+    # uvicorn stops gracefully on SIGTERM (or Ctrl-C), then raises the signal again once it
+    # is done; handling that with a normal exit makes the exit code 0, which Kubernetes and
+    # the stack read as a clean stop rather than a crash.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)

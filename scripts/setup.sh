@@ -2,7 +2,8 @@
 # Set up everything the lab needs on this machine; safe to run again (it reuses what is there).
 #   1. the servers: influxd (InfluxDB 1.x) and nats-server, from Debian/Ubuntu packages
 #   2. a Python virtual environment in .venv with lab_helpers and its dependencies
-# Usage: scripts/setup.sh [servers|python|all]   (default: all)
+#   3. (browser, for the tests only) Debian/Ubuntu's chromium, which the dashboard tests drive
+# Usage: scripts/setup.sh [servers|python|browser|all]   (default: all = servers + python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,9 +73,26 @@ setup_python() {
   say "✅ python: $("$VENV/bin/python" --version) in $VENV with lab_helpers installed"
 }
 
+setup_browser() {
+  local found
+  for browser in chromium chromium-browser google-chrome; do
+    if found=$(command -v "$browser"); then
+      say "✅ browser: $("$found" --version 2>/dev/null | head -1) ($found)"
+      return
+    fi
+  done
+  command -v apt-get >/dev/null 2>&1 \
+    || fail "the dashboard tests need Chromium at /usr/bin/chromium: install it, then run this again"
+  # Debian names the package chromium; on Ubuntu it is a snap wrapper, so use Debian's name
+  # first and fall back to chromium-browser.
+  apt_install chromium || apt_install chromium-browser
+  say "✅ browser: installed"
+}
+
 case "${1:-all}" in
   servers) setup_servers ;;
   python) setup_python ;;
+  browser) setup_browser ;;
   all) setup_servers; setup_python ;;
-  *) fail "usage: scripts/setup.sh [servers|python|all]" ;;
+  *) fail "usage: scripts/setup.sh [servers|python|browser|all]" ;;
 esac

@@ -43,6 +43,8 @@ def stack(tmp_path_factory):
     lab_dir = tmp_path_factory.mktemp("lab")
     with LocalStack(lab_dir, services=SERVERS) as running:
         yield running
+        # A notebook may have started the services in this folder too: stop everything.
+        running.down()
     shutil.rmtree(lab_dir, ignore_errors=True)
 
 

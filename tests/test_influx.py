@@ -64,6 +64,8 @@ def test_awkward_names_and_values_survive(admin):
     assert back["note"].tolist() == frame["note"].tolist()
     assert back["price"].tolist() == [0.1 + 0.2, 5e-324]
     assert back["count"].tolist() == [1.0, -2.0] and back["count"].dtype == "float64"
+    grouped = admin.query('SELECT count(price) FROM "odd measurement,name" GROUP BY exchange')
+    assert sorted(grouped["exchange"]) == sorted(frame["exchange"])
 
 
 def test_points_and_group_by_tags(admin):
@@ -94,6 +96,9 @@ def test_bound_parameters_are_never_read_as_influxql(admin):
     assert admin.query("SELECT * FROM nothing_here").empty
     with pytest.raises(InfluxError, match="refused the query"):
         admin.query("SELEC price FROM price")
+    # A statement that parses but fails: the CSV answer is empty, the error must still show.
+    with pytest.raises(InfluxError, match="duration"):
+        admin.query("SELECT mean(price) FROM price GROUP BY time($every)", params={"every": "1h"})
 
 
 def test_rejected_lines_are_named_and_the_rest_stored(admin):

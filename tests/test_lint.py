@@ -15,6 +15,9 @@ def test_ruff_is_clean():
     if ruff is None:
         pytest.skip("ruff is not installed in this environment (pip install -e '.[dev]')")
     run = subprocess.run(
-        [ruff, "check", "lab_helpers", "tests"], cwd=ROOT, capture_output=True, text=True
+        [ruff, "check", "lab_helpers", "services", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stdout + run.stderr

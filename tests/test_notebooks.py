@@ -4,6 +4,7 @@ import nbformat
 import pytest
 
 from lab_helpers import workbook
+from lab_helpers.stack import APPS
 
 NOTEBOOKS = workbook.notebooks()
 
@@ -28,7 +29,11 @@ def test_there_is_a_workbook():
 def test_notebook_runs(path, stack, tmp_path, monkeypatch):
     # The kernel inherits LAB_DIR, so the notebook uses the test stack, not the learner's .lab/.
     monkeypatch.setenv("LAB_DIR", str(stack.lab_dir))
-    result = workbook.run_notebook(path, tmp_path)
+    try:
+        result = workbook.run_notebook(path, tmp_path)
+    finally:
+        # The notebooks start the services; stop them so they do not outlive the test.
+        stack.down(only=list(APPS))
     assert result.ok, f"{path.name} failed at {result.error}"
     text = outputs_text(result.output)
     assert "✅" in text and "⛔" not in text, "a step check failed"

@@ -1,0 +1,205 @@
+"""The dashboard in a real headless Chromium (driven by Playwright), served by the api process,
+with history from the real InfluxDB and live ticks published on the real NATS.
+
+Needs Debian's Chromium at /usr/bin/chromium and the ``playwright`` Python package (never
+``playwright install``: no browser is downloaded). Without them the tests are skipped, except
+in CI (``CI`` set), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pandas as pd
+import pytest
+import requests
+
+from lab_helpers.data import ASSETS
+from tests.services import run_app
+from tests.test_api import T0, iso, publish, seeded, tick
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = Path("/tmp/dashboard.png")
+WAIT_MS = 15_000
+PAYLOAD = "<img src=x onerror=alert(1)>"
+
+
+def require_browser() -> None:
+    """Skip (or, in CI, fail) when Chromium or Playwright is missing, saying which."""
+    problem = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        problem = "the playwright Python package is not installed (pip install -e '.[dev]')"
+    if problem is None and not os.access(CHROMIUM, os.X_OK):
+        problem = f"Chromium is not installed at {CHROMIUM} (run `scripts/setup.sh browser`)"
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the dashboard tests, but {problem}")
+        print(f"dashboard tests skipped: {problem}")
+        pytest.skip(f"dashboard tests skipped: {problem}")
+
+
+@pytest.fixture(scope="module")
+def api(stack):
+    require_browser()
+    with seeded(stack.settings), run_app(stack, "api", ready=True) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, api):
+    """The dashboard, loaded and subscribed to the stream; ``page.problems`` collects console
+    errors, page errors and dialogs (an alert() would be an injected script running)."""
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.problems = []
+    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+    page.on("pageerror", lambda err: page.problems.append(f"page error: {err}"))
+
+    def on_dialog(dialog):
+        page.problems.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.goto(api.url + "/")
+    page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.getElementById('status').textContent.startsWith('Live')",
+        timeout=WAIT_MS,
+    )
+    yield page
+    page.close()
+
+
+def trace_length(page, asset: str, trace: int) -> int:
+    """Number of points in one plotly trace (0: stored history, 1: live ticks)."""
+    return page.evaluate(
+        "([id, n]) => document.getElementById(id).data[n].x.length", [f"chart-{asset}", trace]
+    )
+
+
+def latest_row(page, asset: str) -> dict:
+    return page.evaluate(
+        """(asset) => {
+            const row = document.querySelector(`#latest tr[data-asset="${asset}"]`);
+            const text = (cls) => row.querySelector(cls).textContent;
+            return {price: text('.price'), time: text('.time'), source: text('.source')};
+        }""",
+        asset,
+    )
+
+
+def test_every_asset_gets_a_chart_with_its_history(page):
+    for asset in ASSETS:
+        assert page.locator(f"#chart-{asset} svg.main-svg").count() >= 1, asset
+    # The seeded assets have stored history: loaded, downsampled to at most ~500 points.
+    for asset in ("btc", "eth", "gold", "sol"):
+        assert 1 <= trace_length(page, asset, 0) <= 501, asset
+    rows = page.locator("#latest tbody tr")
+    assert rows.count() == len(ASSETS)
+    assert page.locator("#latest thead th").all_text_contents()[:2] == ["Asset", "Price"]
+    assert latest_row(page, "gold")["price"] == "2,345.5"  # the newest stored gold price
+    assert page.problems == []
+
+
+def test_live_ticks_extend_the_chart_and_update_the_table(page, api, stack):
+    before = trace_length(page, "btc", 1)
+    when = [iso(T0 + pd.Timedelta(minutes=100_000 + i)) for i in range(3)]
+    publish(
+        stack.settings.nats_url,
+        [tick("btc", 61_000.0 + i, when[i], seq=i) for i in range(3)],
+    )
+    page.wait_for_function(
+        "([id, n]) => document.getElementById(id).data[1].x.length >= n",
+        arg=["chart-btc", before + 3],
+        timeout=WAIT_MS,
+    )
+    live = page.evaluate("() => document.getElementById('chart-btc').data[1]")
+    assert live["y"][-3:] == [61_000.0, 61_001.0, 61_002.0]
+    assert [x.replace(".000Z", "Z") for x in live["x"][-3:]] == when
+    row = latest_row(page, "btc")
+    assert row["price"] == "61,002" and row["time"] == when[-1].replace("T", " ")[:-1]
+    # The table keeps the newest price: a later poll of stored prices does not undo it.
+    page.wait_for_timeout(200)
+    assert latest_row(page, "btc")["price"] == "61,002"
+    assert page.problems == []
+
+
+def test_html_in_data_is_shown_as_text(page, api, stack):
+    when = iso(T0 + pd.Timedelta(minutes=200_000))
+    publish(stack.settings.nats_url, [tick("eth", 3_333.0, when, source=PAYLOAD)])
+    page.wait_for_function(
+        "(text) => document.querySelector('#latest tr[data-asset=eth] .source')"
+        ".textContent === text",
+        arg=PAYLOAD,
+        timeout=WAIT_MS,
+    )
+    # The quarantine list shows the seeded raw message with the same payload, as text too.
+    page.wait_for_function(
+        "(text) => [...document.querySelectorAll('#quarantine-latest td.raw')]"
+        ".some((td) => td.textContent === text)",
+        arg=PAYLOAD,
+        timeout=WAIT_MS,
+    )
+    assert page.evaluate("() => document.querySelectorAll('img').length") == 0
+    page.wait_for_timeout(300)  # an injected onerror would have fired by now
+    assert page.problems == []
+
+
+def test_quarantine_table_shows_the_counts_per_reason(page, api):
+    report = requests.get(api.url + "/api/quarantine", timeout=10).json()
+    want = [[r["reason"], str(r["count"])] for r in report["reasons"]]
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('#quarantine tbody tr td.count').length === n",
+        arg=len(want),
+        timeout=WAIT_MS,
+    )
+    shown = page.evaluate(
+        """() => [...document.querySelectorAll('#quarantine tbody tr')].map(
+            (tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent))"""
+    )
+    assert shown == want
+    assert {"invalid JSON", "price not a number"} <= {reason for reason, _ in shown}
+    caption = page.locator("#quarantine-total").text_content()
+    assert f"{report['total']} in all" in caption
+
+
+def test_screenshot(page):
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 20_000
+    print(f"screenshot: {SCREENSHOT}")
+
+
+def test_page_loads_nothing_from_other_hosts(browser, api):
+    page = browser.new_page()
+    urls = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(api.url + "/")
+    page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+    page.close()
+    hosts = {urlsplit(url).netloc for url in urls if not url.startswith("data:")}
+    assert hosts == {urlsplit(api.url).netloc}, sorted(hosts)
