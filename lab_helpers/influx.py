@@ -198,6 +198,19 @@ class InfluxDB:
         resp = self._request("GET", "/ping")
         return resp.headers.get("X-Influxdb-Version", "unknown")
 
+    def check_write(self, database: str | None = None) -> None:
+        """Check that this user may write to the database, without writing anything.
+
+        An empty write is authenticated and authorised like any other, so it proves the
+        credentials of a write-only user, which cannot run a query to prove them.
+        """
+        db = database or self._db()
+        resp = self._request("POST", "/write", params={"db": db}, data=b"")
+        if resp.status_code == 404:
+            raise InfluxError(f"database {db!r} does not exist: create it first")
+        if resp.status_code != 204:
+            raise InfluxError(f"InfluxDB answered {resp.status_code}: {_error_text(resp)}")
+
     # -- administration --------------------------------------------------------------------
     def execute(
         self, statement: str, params: dict | None = None, database: str | None = None

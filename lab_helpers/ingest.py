@@ -502,7 +502,8 @@ class IngestWorker:
         self.stats = stats or IngestStats()
         self.retry_start = retry_start
         self.retry_max = retry_max
-        # /ping needs no login and must answer fast; one try, the loop itself retries.
+        # An empty write proves the (write-only) credentials and must answer fast; one try,
+        # the loop itself retries.
         self._pinger = InfluxDB(db.url, db.credentials, db.database, timeout=2.0, retries=0)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -678,7 +679,7 @@ class IngestWorker:
             return
         self._last_contact = time.monotonic()
         try:
-            await asyncio.to_thread(self._pinger.ping)
+            await asyncio.to_thread(self._pinger.check_write)
         except (LabError, requests.RequestException) as err:
             self._influx_problem = str(err)
         else:

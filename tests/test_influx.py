@@ -131,7 +131,12 @@ def test_roles_are_enforced(settings, admin):
         reader.write(frame, "roles_check")
     with pytest.raises(InfluxAuthError, match="may not"):
         ingest.query("SELECT price FROM roles_check")
+    ingest.check_write()  # an empty write: proves the write-only user without storing anything
+    with pytest.raises(InfluxAuthError, match="may not"):
+        reader.check_write()
     wrong = InfluxDB(settings.influx_url, Credentials("lab_admin", "not-the-password"), "prices")
+    with pytest.raises(InfluxAuthError, match="rejected the credentials"):
+        wrong.check_write()
     with pytest.raises(InfluxAuthError, match="rejected the credentials"):
         wrong.databases()
     anonymous = InfluxDB(settings.influx_url, None, "prices")

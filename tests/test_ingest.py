@@ -681,3 +681,18 @@ def test_a_bad_setting_exits_2_with_one_line(stack):
     assert run.returncode == 2
     lines = (run.stdout + run.stderr).strip().splitlines()
     assert len(lines) == 1 and "INGEST_BATCH='lots'" in lines[0], lines
+
+
+@pytest.mark.integration
+def test_a_wrong_password_shows_in_readyz_while_idle(stack, ingest_env):
+    env = {**ingest_env, "LAB_INFLUX_PASSWORD": "not-the-password"}
+    with run_app(stack, "ingest", env) as ingest:
+
+        def influx_problem() -> str:
+            resp = requests.get(ingest.url + "/readyz", timeout=5)
+            return resp.json().get("problems", {}).get("influxdb", "")
+
+        deadline = time.monotonic() + 15
+        while "rejected" not in (found := influx_problem()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "rejected the credentials" in found
