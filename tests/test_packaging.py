@@ -28,6 +28,8 @@ def test_environment_yml_lists_the_same_packages_and_bounds_as_pyproject():
     specs = [s for s in env["dependencies"] if isinstance(s, str)]
     specs += [s for d in env["dependencies"] if isinstance(d, dict) for s in d.get("pip", [])]
     conda = dict(_name_and_bound(s) for s in specs)
+    # conda-forge names the official Kubernetes client python-kubernetes.
+    conda["kubernetes"] = conda.pop("python-kubernetes")
     assert conda.pop("python") == ">=3.11"
     conda.pop("pip")
     assert conda == pyproject_requirements()

@@ -21,7 +21,7 @@ from lab_helpers.replay import EXPECTED_REASON, ReplayConfig, records
 from lab_helpers.stack import SERVICES, LocalStack, port_open
 
 from .conftest import require_servers
-from .services import run_app
+from .services import listening_addresses, run_app
 
 N = 3000
 CONFIG = ReplayConfig(dataset="btc_usd_1min", bad_share=0.1, seed=11)
@@ -149,3 +149,18 @@ def test_live_stream_delivers_new_ticks(system):
     assert len(received) == 20
     assert {t["asset"] for t in received} == {"btc"}
     assert all(isinstance(t["price"], float) and t["price"] > 0 for t in received)
+
+
+def test_nothing_listens_beyond_loopback_and_no_log_holds_a_secret(system):
+    """A learner's stack must not be open to the network, nor leak its passwords."""
+    state = json.loads(system.state_file.read_text())
+    addresses = {name: listening_addresses(rec["pid"]) for name, rec in state.items()}
+    assert all(addresses.values()), addresses  # every process listens somewhere...
+    for name, found in addresses.items():
+        assert all(a.startswith("127.0.0.1:") for a in found), (name, found)  # ...on loopback
+    # Let the system work a little, then read every log it wrote.
+    requests.get(state["api"]["url"] + "/api/assets", timeout=10)
+    logs = "\n".join(p.read_text(errors="replace") for p in (system.lab_dir / "logs").glob("*"))
+    assert logs.strip(), "the services log something"
+    for role in ("admin", "ingest", "reader"):
+        assert system.settings.credentials(role).password not in logs

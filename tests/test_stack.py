@@ -1,7 +1,6 @@
 """The local stack manager with the real servers: idempotent, loopback-only, clean stop."""
 
 import json
-import os
 import stat
 import subprocess
 
@@ -12,29 +11,7 @@ from lab_helpers.errors import StackError
 from lab_helpers.stack import SERVERS, LocalStack, _process_matches, find_binary, main, port_open
 
 from .conftest import require_servers
-
-
-def listening_addresses(pid: int) -> list[str]:
-    """Local addresses (ip:port) of every TCP socket ``pid`` listens on, from /proc."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as fh:
-            next(fh)
-            for row in fh:
-                cols = row.split()
-                if cols[3] == "0A" and cols[9] in inodes:  # 0A = LISTEN
-                    ip_hex, port_hex = cols[1].split(":")
-                    if len(ip_hex) == 8:
-                        ip = ".".join(str(int(ip_hex[i : i + 2], 16)) for i in (6, 4, 2, 0))
-                    else:
-                        ip = "ipv6:" + ip_hex
-                    found.append(f"{ip}:{int(port_hex, 16)}")
-    return found
+from .services import listening_addresses
 
 
 @pytest.fixture
