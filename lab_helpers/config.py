@@ -15,6 +15,7 @@ Environment variables
 ``LAB_INFLUX_USER`` / ``LAB_INFLUX_PASSWORD``   the identity this process uses
 ``LAB_INFLUX_<ROLE>_USER`` / ``..._PASSWORD``  per role: ADMIN, INGEST, READER
 ``LAB_NATS_URL``        NATS server, e.g. ``nats://127.0.0.1:4222``
+``LAB_KUBE_CONTEXT``    kube context for :mod:`lab_helpers.cluster` (default: the current one)
 """
 
 from __future__ import annotations
