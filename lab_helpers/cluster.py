@@ -461,6 +461,10 @@ def apply(
                 **options,
             )
         except _api_exception() as err:
+            if kind == "Namespace" and namespace is not None and err.status == 403:
+                # A class-lab student may not touch namespaces: the teacher created theirs.
+                print(f"{label} skipped (created by your teacher; you may not change it)")
+                continue
             raise _apply_error(label, err) from None
         print(f"{label} serverside-applied{' (dry run)' if dry_run else ''}")
         applied.append(result.to_dict())
