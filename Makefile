@@ -6,7 +6,8 @@ PY     := $(VENV)/bin/python
 FIRST  := notebooks/00_welcome_and_setup.ipynb
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab run test lint stack-up stack-down stack-status stack-logs stack-reset clean
+.PHONY: help setup lab run test lint refresh student nav stack-up stack-down stack-status \
+	stack-logs stack-reset clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -23,6 +24,15 @@ run: setup stack-up ## execute every notebook headless (papermill) into build/no
 test: setup ## run the whole test suite (starts its own servers on free ports)
 	@bash scripts/setup.sh browser
 	$(PY) -m pytest
+
+refresh: setup ## run every notebook against a fresh stack; save its outputs as the reference
+	$(PY) -m lab_helpers.workbook refresh
+
+student: setup ## the student edition (no solutions, no outputs) into build/student
+	$(PY) -m lab_helpers.workbook student
+
+nav: setup ## rewrite the notebooks' Binder badges and navigation links
+	$(PY) -m lab_helpers.workbook nav
 
 lint: setup ## static checks
 	$(VENV)/bin/ruff check lab_helpers services tests

@@ -1,6 +1,7 @@
 """All the lab's settings in one place: read from the environment and from ``.lab/``.
 
-Precedence, highest first: environment variables (``LAB_*``), then the files the local
+Precedence, highest first: environment variables (``LAB_*``; for credentials, a role's own
+``LAB_INFLUX_<ROLE>_*`` before the process's ``LAB_INFLUX_USER``), then the files the local
 stack writes under ``.lab/`` (``stack.json`` for addresses, ``credentials.json`` for the
 generated InfluxDB users), then defaults. No secret is ever a default: credentials only
 come from the environment or from ``.lab/credentials.json`` (mode 0600, never committed).
@@ -131,19 +132,18 @@ def load_settings(env: dict[str, str] | None = None, lab_dir: Path | str | None 
     stack = _read_json(lab_dir / "stack.json") if mode == "local" else {}
     stored = _read_json(lab_dir / "credentials.json") if mode == "local" else {}
 
+    # A service is given just its own identity (LAB_INFLUX_USER): set explicitly, it wins
+    # over the stack's file for every role; a role's own variables win over both.
+    own = None
+    if env.get("LAB_INFLUX_USER") and env.get("LAB_INFLUX_PASSWORD"):
+        own = {"username": env["LAB_INFLUX_USER"], "password": env["LAB_INFLUX_PASSWORD"]}
     creds: dict[str, Credentials] = {}
     for role in ROLES:
-        entry = stored.get(role) or {}
+        entry = own or stored.get(role) or {}
         user = env.get(f"LAB_INFLUX_{role.upper()}_USER", entry.get("username"))
         password = env.get(f"LAB_INFLUX_{role.upper()}_PASSWORD", entry.get("password"))
         if user and password:
             creds[role] = Credentials(user, password)
-    # A service is given just its own identity (LAB_INFLUX_USER); it stands in for any role
-    # that has no credentials of its own.
-    if env.get("LAB_INFLUX_USER") and env.get("LAB_INFLUX_PASSWORD"):
-        own = Credentials(env["LAB_INFLUX_USER"], env["LAB_INFLUX_PASSWORD"])
-        for role in ROLES:
-            creds.setdefault(role, own)
 
     return Settings(
         mode=mode,

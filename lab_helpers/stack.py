@@ -49,6 +49,9 @@ SERVERS = ("influxdb", "nats")
 # The lab's own services, in start order, with their usual port and InfluxDB role.
 APPS = {"ingest": (8002, "ingest"), "api": (8000, "reader"), "source": (8001, None)}
 SERVICES = SERVERS + tuple(APPS)
+# The service that can run as several local processes (`scale_ingest`): its extra replicas are
+# recorded as ingest-2, ingest-3, ... beside the stack's own `ingest`.
+SCALABLE = "ingest"
 
 # How each server is installed, for the error that says what to do when it is missing.
 INSTALL_HINT = {
@@ -124,6 +127,21 @@ def _process_matches(pid: int, marker: str) -> bool:
     if state in ("Z", "X"):
         return False
     return marker in cmdline or marker.encode() in environ
+
+
+def _program(name: str) -> str:
+    """The service a recorded process runs: ``ingest`` for the replica ``ingest-3``."""
+    base, _, number = name.rpartition("-")
+    return base if base == SCALABLE and number.isdigit() else name
+
+
+def _replicas(state: dict, service: str) -> list[str]:
+    """The recorded extra replicas of ``service`` (``ingest-2`` ...)."""
+    return [n for n in state if n != service and _program(n) == service]
+
+
+def _replica_number(name: str) -> int:
+    return int(name.rpartition("-")[2])
 
 
 @dataclass
@@ -218,7 +236,7 @@ class LocalStack:
 
     # -- one service -----------------------------------------------------------------------
     def _marker(self, name: str) -> str:
-        if name in APPS:
+        if _program(name) in APPS:
             return f"LAB_DIR={self.lab_dir.resolve()}"
         return str(self.lab_dir.resolve() / name)
 
@@ -300,9 +318,11 @@ class LocalStack:
             ports[key] = wanted if wanted and not port_open(wanted) else free_port()
         return ports
 
-    def _start(self, name: str, previous: dict | None) -> dict:
+    def _start(self, name: str, previous: dict | None, extra_env: dict | None = None) -> dict:
         ports = self._ports(name, previous)
-        cmd, urls, env = self._command(name, ports)
+        cmd, urls, env = self._command(_program(name), ports)
+        if extra_env:
+            env = {**(env or os.environ), **extra_env}
         log = self._log_file(name)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
@@ -423,7 +443,10 @@ class LocalStack:
         with self._lock():
             state = self._read_state()
             # Stop in reverse start order: the source first, the servers last.
-            for name in sorted(state, key=lambda n: -SERVICES.index(n) if n in SERVICES else 0):
+            order = {
+                n: -SERVICES.index(_program(n)) if _program(n) in SERVICES else 0 for n in state
+            }
+            for name in sorted(state, key=order.get):
                 if only is not None and name not in only:
                     continue
                 record = state.pop(name)
@@ -440,13 +463,17 @@ class LocalStack:
         marker = self._marker(name)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+        child = self._children.pop(pid, None)
+        if child is not None:
+            # Our own child: wait for it (which also reaps it), whatever /proc shows meanwhile.
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(timeout=5)
+            return
         deadline = time.monotonic() + 15
         while _process_matches(pid, marker):
-            child = self._children.pop(pid, None)
-            if child is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(timeout=max(0.0, deadline - time.monotonic()))
-                continue
             if time.monotonic() > deadline:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -463,7 +490,11 @@ class LocalStack:
         """State of each server: running and answering, not answering, stale or stopped."""
         state = self._read_state()
         out = []
+        names = []
         for name in [n for n in SERVICES if n in self.services or n in state]:
+            names.append(name)
+            names += sorted(_replicas(state, name), key=_replica_number)
+        for name in names:
             record = state.get(name)
             if not record:
                 out.append(ServiceStatus(name, "stopped"))
@@ -482,9 +513,47 @@ class LocalStack:
                 )
         return out
 
+    def scale_ingest(self, replicas: int, env: dict[str, str] | None = None) -> list[ServiceStatus]:
+        """Run ``replicas`` ingest workers in all: the stack's own ``ingest`` plus extra ones.
+
+        The local equivalent of ``kubectl scale deployment ingest --replicas=N``. The extra
+        workers are recorded as ``ingest-2``, ``ingest-3``, ... (each on a free port, its log
+        in ``.lab/logs/``), so :meth:`status` lists them and :meth:`down` stops them too. Like
+        a Kubernetes controller it *reconciles*: a missing replica (one that crashed or was
+        killed) is started again, replicas above the count are stopped, the others are left
+        alone. ``env`` adds settings (e.g. ``{"INGEST_BATCH": "100"}``) to the replicas it
+        starts. Returns the status of every ingest worker.
+        """
+        if not isinstance(replicas, int) or replicas < 1:
+            raise StackError(
+                f"replicas={replicas!r} is not valid: use a whole number of 1 or more (the "
+                "stack's own ingest worker always runs; stop it with `stack down`)"
+            )
+        with self._lock():
+            state = self._read_state()
+            if not self._alive(state.get(SCALABLE), SCALABLE):
+                raise StackError(
+                    "the stack's ingest worker is not running: start the stack first with "
+                    "`python -m lab_helpers.stack up`"
+                )
+            wanted = {f"{SCALABLE}-{n}" for n in range(2, replicas + 1)}
+            surplus = [n for n in _replicas(state, SCALABLE) if n not in wanted]
+            started = []
+            for name in sorted(wanted, key=_replica_number):
+                if not self._alive(state.get(name), name):
+                    state[name] = self._start(name, None, extra_env=env)
+                    started.append(name)
+                    self._started_here.append(name)
+                    self._write_state(state)  # recorded at once, so `down` finds it
+            for name in started:  # they start side by side; wait for each to answer
+                self._wait_ready(name, state[name])
+        if surplus:
+            self.down(only=surplus)
+        return [s for s in self.status() if _program(s.name) == SCALABLE]
+
     def logs(self, name: str, lines: int = 50) -> str:
         """The last ``lines`` lines of a server's log."""
-        if name not in SERVICES:
+        if _program(name) not in SERVICES:
             raise StackError(f"unknown service {name!r}: choose one of {', '.join(SERVICES)}")
         return self._tail(name, lines)
 

@@ -63,3 +63,17 @@ def test_passwords_never_show_in_repr(tmp_path):
     s = load_settings(env=env, lab_dir=tmp_path)
     assert "s3cret-value" not in repr(s)
     assert "s3cret-value" not in repr(s.credentials("admin"))
+
+
+def test_a_service_identity_wins_over_the_stack_file(tmp_path):
+    (tmp_path / "credentials.json").write_text(
+        json.dumps({"reader": {"username": "lab_reader", "password": "from-file"}})
+    )
+    env = {"LAB_INFLUX_USER": "svc", "LAB_INFLUX_PASSWORD": "from-env"}
+    assert load_settings(env=env, lab_dir=tmp_path).credentials("reader") == Credentials(
+        "svc", "from-env"
+    )
+    env["LAB_INFLUX_READER_PASSWORD"] = "role-specific"
+    assert load_settings(env=env, lab_dir=tmp_path).credentials("reader").password == (
+        "role-specific"
+    )

@@ -1,10 +1,12 @@
-"""Every notebook runs top to bottom, headless, against a real local stack."""
+"""Every notebook runs top to bottom, headless, against a real local stack of its own."""
 
 import nbformat
 import pytest
 
 from lab_helpers import workbook
-from lab_helpers.stack import APPS
+from lab_helpers.stack import LocalStack
+
+from .conftest import require_servers
 
 NOTEBOOKS = workbook.notebooks()
 
@@ -26,16 +28,17 @@ def test_there_is_a_workbook():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, stack, tmp_path, monkeypatch):
-    # The kernel inherits LAB_DIR, so the notebook uses the test stack, not the learner's .lab/.
-    monkeypatch.setenv("LAB_DIR", str(stack.lab_dir))
+def test_notebook_runs(path, tmp_path):
+    # A stack of its own, from nothing: the notebook has to start all it needs, and notebook
+    # 06, which stops every process of its stack, cannot stop the servers other tests share.
+    require_servers()
+    lab = LocalStack(tmp_path / "lab")
     try:
-        result = workbook.run_notebook(path, tmp_path)
+        result = workbook.run_notebook(path, tmp_path / "out", lab_dir=lab.lab_dir)
     finally:
-        # The notebooks start the services; stop them so they do not outlive the test.
-        stack.down(only=list(APPS))
+        lab.down()  # whatever the notebook started (06 leaves nothing to stop)
     assert result.ok, f"{path.name} failed at {result.error}"
     text = outputs_text(result.output)
     assert "✅" in text and "⛔" not in text, "a step check failed"
     for role in ("admin", "ingest", "reader"):
-        assert stack.settings.credentials(role).password not in text, "a secret leaked"
+        assert lab.settings.credentials(role).password not in text, "a secret leaked"
