@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 FIRST  := notebooks/00_welcome_and_setup.ipynb
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab run test lint refresh student nav stack-up stack-down stack-status \
+.PHONY: help setup lab run test bench lint refresh student nav stack-up stack-down stack-status \
 	stack-logs stack-reset clean
 
 help: ## list the commands
@@ -33,6 +33,9 @@ student: setup ## the student edition (no solutions, no outputs) into build/stud
 
 nav: setup ## rewrite the notebooks' Binder badges and navigation links
 	$(PY) -m lab_helpers.workbook nav
+
+bench: setup ## run the benchmarks (own servers in a temp folder); writes docs/benchmarks.md
+	$(PY) -m bench
 
 lint: setup ## static checks
 	$(VENV)/bin/ruff check lab_helpers services tests

@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import re
 import threading
@@ -345,30 +346,42 @@ class InfluxDB:
         bar = _progress_bar(total, show)
         pending: set[Future] = set()
 
-        def collect(done: Iterable[Future]) -> None:
-            for fut in done:
-                written, rejected, calls = fut.result()
-                report.written += written
-                report.rejected.extend(rejected)
-                report.requests += calls
-                if bar is not None:
-                    bar.update(written + len(rejected))
+        def add(outcome: tuple[int, list, int]) -> None:
+            written, rejected, calls = outcome
+            report.written += written
+            report.rejected.extend(rejected)
+            report.requests += calls
+            if bar is not None:
+                bar.update(written + len(rejected))
+
+        def to_send(batches: Iterable[EncodedBatch]) -> Iterator[EncodedBatch]:
+            for batch in batches:
+                report.skipped += batch.skipped
+                if bar is not None and batch.skipped:
+                    bar.update(batch.skipped)
+                if batch.count:
+                    yield batch
 
         try:
-            with ThreadPoolExecutor(max_workers=max(1, writers)) as pool:
-                for batch in batches:
-                    report.skipped += batch.skipped
-                    if bar is not None and batch.skipped:
-                        bar.update(batch.skipped)
-                    if not batch.lines:
-                        continue
-                    # Bounded in-flight work: build the next batch while these are sent.
-                    while len(pending) >= max(1, writers):
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        collect(done)
-                    pending.add(pool.submit(self._send, batch.lines, batch.precision, db, rp))
-                done, pending = wait(pending)
-                collect(done)
+            batches = to_send(batches)
+            first = next(batches, None)
+            second = next(batches, None) if first is not None else None
+            if second is None:
+                # One request (a streaming write, a small frame): sent from this thread on its
+                # kept-alive connection, without starting writer threads.
+                if first is not None:
+                    add(self._send(first, db, rp))
+            else:
+                with ThreadPoolExecutor(max_workers=max(1, writers)) as pool:
+                    for batch in itertools.chain((first, second), batches):
+                        # Bounded in-flight work: build the next batch while these are sent.
+                        while len(pending) >= max(1, writers):
+                            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                            for fut in done:
+                                add(fut.result())
+                        pending.add(pool.submit(self._send, batch, db, rp))
+                    for fut in wait(pending)[0]:
+                        add(fut.result())
         finally:
             if bar is not None:
                 bar.close()
@@ -384,30 +397,31 @@ class InfluxDB:
             )
         return report
 
-    def _send(self, lines: list[str], precision: str, db: str, rp: str | None):
-        """POST lines; returns (stored, rejected[(line, reason)], requests made).
+    def _send(self, batch: EncodedBatch, db: str, rp: str | None):
+        """POST a batch; returns (stored, rejected[(line, reason)], requests made).
 
         On a partial write the server stores the good lines but names only the first bad
         one, so the batch is split in halves until every rejected line is known. Sending
         a good line again is harmless: a point with the same series and time is replaced.
         """
-        params = {"db": db, "precision": precision}
+        params = {"db": db, "precision": batch.precision}
         if rp:
             params["rp"] = rp
-        resp = self._request("POST", "/write", params=params, data="\n".join(lines).encode())
+        resp = self._request("POST", "/write", params=params, data=batch.body)
         if resp.status_code == 204:
-            return len(lines), [], 1
+            return batch.count, [], 1
         if resp.status_code == 404:
             raise InfluxError(
                 f"database {db!r} does not exist: create it first with "
                 f"InfluxDB.connect().create_database({db!r})"
             )
+        lines = batch.lines
         if resp.status_code == 413 or (resp.status_code == 400 and len(lines) > 1):
             if len(lines) == 1:
                 return 0, [(lines[0], "line larger than the server accepts")], 1
             mid = len(lines) // 2
-            a = self._send(lines[:mid], precision, db, rp)
-            b = self._send(lines[mid:], precision, db, rp)
+            a = self._send(EncodedBatch.from_lines(lines[:mid], batch.precision), db, rp)
+            b = self._send(EncodedBatch.from_lines(lines[mid:], batch.precision), db, rp)
             return a[0] + b[0], a[1] + b[1], 1 + a[2] + b[2]
         if resp.status_code == 400:
             return 0, [(lines[0], _error_text(resp))], 1
@@ -489,10 +503,10 @@ def _point_batches(points: Iterable[dict], batch_size: int) -> Iterator[EncodedB
     for point in points:
         lines.append(encode_point(point))
         if len(lines) >= batch_size:
-            yield EncodedBatch(lines, "ns", 0)
+            yield EncodedBatch.from_lines(lines, "ns")
             lines = []
     if lines:
-        yield EncodedBatch(lines, "ns", 0)
+        yield EncodedBatch.from_lines(lines, "ns")
 
 
 def _is_duration(text: str) -> bool:

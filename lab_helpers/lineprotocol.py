@@ -15,9 +15,10 @@ field left is skipped and counted. Infinite values cannot be stored and are refu
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -44,16 +45,34 @@ def escape_measurement(name: str) -> str:
     """Escape a measurement name (commas and spaces)."""
     if not name:
         raise DataError("the measurement name is empty: give a name such as 'price'")
-    return _check_name(str(name), "measurement").translate(_MEASUREMENT_ESCAPES)
+    return _escape_measurement(name if type(name) is str else str(name))
 
 
 def escape_key(text: str) -> str:
     """Escape a tag key, tag value or field key (commas, spaces, equals signs)."""
-    return _check_name(str(text), "tag or field").translate(_KEY_ESCAPES)
+    return _escape_key(text if type(text) is str else str(text))
+
+
+# Names and tag values repeat from point to point (``price``, ``asset``, ``btc`` ...): each
+# distinct one is checked and escaped once. A refused name raises, and is not remembered.
+@functools.lru_cache(maxsize=4096)
+def _escape_measurement(name: str) -> str:
+    return _check_name(name, "measurement").translate(_MEASUREMENT_ESCAPES)
+
+
+@functools.lru_cache(maxsize=4096)
+def _escape_key(text: str) -> str:
+    return _check_name(text, "tag or field").translate(_KEY_ESCAPES)
 
 
 def encode_field_value(value) -> str | None:
     """One field value as line protocol text; ``None`` for a missing (None/NaN) value."""
+    if type(value) is float:  # the usual case first
+        if value != value:  # NaN
+            return None
+        if math.isinf(value):
+            raise DataError(f"cannot store the infinite value {value}: clean the data first")
+        return repr(value)
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)):
@@ -61,12 +80,7 @@ def encode_field_value(value) -> str | None:
     if isinstance(value, (int, np.integer)):
         return f"{int(value)}i"
     if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            raise DataError(f"cannot store the infinite value {value}: clean the data first")
-        return repr(value)
+        return encode_field_value(float(value))
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     raise DataError(
@@ -95,51 +109,140 @@ def coarsest_precision(ns: np.ndarray) -> str:
 def _column_parts(key: str, series: pd.Series) -> list[str | None]:
     """``key=value`` text for each row of a column, ``None`` where the value is missing."""
     ekey = escape_key(key)
+    missing = series.isna().to_numpy()
     if pd.api.types.is_bool_dtype(series):
-        return [f"{ekey}={'true' if v else 'false'}" for v in series.tolist()]
-    if pd.api.types.is_integer_dtype(series):
-        return [f"{ekey}={v}i" for v in series.tolist()]
-    if pd.api.types.is_float_dtype(series):
-        values = series.to_numpy(dtype="float64")
-        if np.isinf(values).any():
-            bad = series.index[np.isinf(values)][0]
-            raise DataError(
-                f"column {key!r} holds an infinite value (row {bad!r}): clean the data first"
-            )
+        parts = [f"{ekey}={'true' if v else 'false'}" for v in series.fillna(False).tolist()]
+    elif pd.api.types.is_integer_dtype(series):
+        parts = [f"{ekey}={v}i" for v in series.fillna(0).tolist()]
+    elif pd.api.types.is_float_dtype(series):
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
         parts = [f"{ekey}={v!r}" for v in values.tolist()]
-        if np.isnan(values).any():
-            for i in np.flatnonzero(np.isnan(values)).tolist():
-                parts[i] = None
+    else:
+        parts = []
+        for v in series.tolist():
+            enc = None if v is None or v is pd.NA else encode_field_value(v)
+            parts.append(None if enc is None else f"{ekey}={enc}")
         return parts
-    out: list[str | None] = []
-    for v in series.tolist():
-        text = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-        enc = encode_field_value(text)
-        out.append(None if enc is None else f"{ekey}={enc}")
-    return out
+    for i in np.flatnonzero(missing).tolist():
+        parts[i] = None
+    return parts
 
 
-def _tag_prefixes(measurement: str, frame: pd.DataFrame, tags: list[str]) -> list[str]:
-    """``measurement,tag=value...`` for each row; tags are few distinct values, so each
-    distinct value is escaped once."""
-    prefix = np.full(len(frame), escape_measurement(measurement), dtype=object)
+def _tag_prefixes(measurement: str, frame: pd.DataFrame, tags: list[str]) -> _Prefixes:
+    """``measurement,tag=value...`` of every row, as a code per row into the distinct texts.
+
+    Tags hold few distinct values, so each distinct combination is escaped and joined once,
+    for the whole frame, instead of once per row.
+    """
+    codes = np.zeros(len(frame), dtype=np.intp)
+    texts = [escape_measurement(measurement)]
     for tag in sorted(tags):  # sorted tag keys are what InfluxDB stores fastest
-        codes, uniques = pd.factorize(frame[tag], use_na_sentinel=True)
-        enc = np.array(
-            [f",{escape_key(tag)}={escape_key(u)}" if str(u) != "" else "" for u in uniques] + [""],
-            dtype=object,
-        )
-        prefix = prefix + enc[codes]  # code -1 (missing) picks the trailing ""
-    return prefix.tolist()
+        tag_codes, uniques = pd.factorize(frame[tag], use_na_sentinel=True)
+        # A missing (code -1) or empty value leaves the tag out of the line.
+        parts = [f",{escape_key(tag)}={escape_key(u)}" if str(u) != "" else "" for u in uniques]
+        parts.append("")
+        tag_codes = np.where(tag_codes < 0, len(uniques), tag_codes)
+        width = len(parts)
+        # Number the combinations seen so far: codes stay small however many tags there are.
+        codes, seen = pd.factorize(codes * width + tag_codes)
+        texts = [texts[c // width] + parts[c % width] for c in seen.tolist()]
+    return _Prefixes(codes, np.array(texts, dtype=object))
+
+
+@dataclass(frozen=True)
+class _Prefixes:
+    codes: np.ndarray  # per row, an index into texts
+    texts: np.ndarray  # object array of the distinct ``measurement,tag=value...`` texts
+
+    def rows(self, start: int, stop: int) -> list[str]:
+        return self.texts[self.codes[start:stop]].tolist()
 
 
 @dataclass(frozen=True)
 class EncodedBatch:
-    """Lines for one write request, their precision, and how many rows had no field."""
+    """One write request: the ``body`` to POST (each line ends with a newline), how many
+    lines it holds, their precision, and how many rows had no field and were skipped.
 
-    lines: list[str]
+    ``lines`` gives the lines as a list of text (only needed when InfluxDB rejects some).
+    """
+
+    body: bytes
+    count: int
     precision: str
-    skipped: int
+    skipped: int = 0
+    _lines: list[str] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_lines(cls, lines: list[str], precision: str, skipped: int = 0) -> EncodedBatch:
+        """A batch of ready-made lines."""
+        body = ("\n".join(lines) + "\n").encode() if lines else b""
+        return cls(body, len(lines), precision, skipped, list(lines))
+
+    @property
+    def lines(self) -> list[str]:
+        if self._lines is not None:
+            return self._lines
+        # Only batches without text fields are built as a body alone, and no line break can
+        # occur in their names, tags or numbers: splitting gives back the lines exactly.
+        return self.body.decode().split("\n")[:-1]
+
+
+# The lines of a frame whose fields are all numbers or booleans are built by one %-format per
+# chunk of rows: the loop over rows and the number formatting then run in C. A chunk at a time
+# lets the writer threads take their turn between chunks (a C call holds the GIL throughout).
+_CHUNK = 10_000
+
+
+def _field_format(key: str, series: pd.Series) -> str | None:
+    """``key=%r`` (float), ``key=%di`` (integer) or ``key=%s`` (boolean as true/false) for the
+    fast path; ``None`` if the column needs the general path (text, objects)."""
+    ekey = escape_key(key).replace("%", "%%")
+    if pd.api.types.is_bool_dtype(series):
+        return f"{ekey}=%s"
+    if pd.api.types.is_integer_dtype(series):
+        return f"{ekey}=%di"
+    if pd.api.types.is_float_dtype(series):
+        return f"{ekey}=%r"
+    return None
+
+
+def _fast_values(series: pd.Series) -> list | None:
+    """A field column as Python values for the %-format; ``None`` if a value is missing."""
+    if series.isna().any():
+        return None
+    if pd.api.types.is_bool_dtype(series):
+        return np.where(series.to_numpy(dtype=bool), "true", "false").tolist()
+    if pd.api.types.is_float_dtype(series):
+        return series.to_numpy(dtype="float64").tolist()
+    return series.tolist()
+
+
+def _format_lines(line_format: str, columns: list[list]) -> bytes:
+    """Fill ``line_format`` once per row with the values of ``columns`` (one list each)."""
+    width, rows = len(columns), len(columns[0])
+    chunks = []
+    for start in range(0, rows, _CHUNK):
+        stop = min(start + _CHUNK, rows)
+        args: list = [None] * (width * (stop - start))
+        for j, column in enumerate(columns):
+            args[j::width] = column[start:stop]
+        chunks.append((line_format * (stop - start)) % tuple(args))
+    return "".join(chunks).encode()
+
+
+def _check_finite(frame: pd.DataFrame, fields: list[str]) -> None:
+    """Refuse infinite values before anything is written (line protocol cannot carry them)."""
+    for key in fields:
+        series = frame[key]
+        if not pd.api.types.is_float_dtype(series):
+            continue
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        infinite = np.isinf(values)
+        if infinite.any():
+            bad = series.index[infinite][0]
+            raise DataError(
+                f"column {key!r} holds an infinite value (row {bad!r}): clean the data first"
+            )
 
 
 def frame_batches(
@@ -178,30 +281,32 @@ def frame_batches(
         raise DataError(f"columns {missing} are not in the frame: it has {list(frame.columns)}")
     if not fields:
         raise DataError("nothing to write: the frame has no field column besides tags and time")
+    _check_finite(frame, fields)
 
     ns = timestamps_ns(stamps)
     precision = coarsest_precision(ns)
-    ticks = (ns // PRECISIONS[precision]).tolist()
+    ticks = ns // PRECISIONS[precision]
+    prefixes = _tag_prefixes(measurement, frame, tags)
+    formats = [_field_format(f, frame[f]) for f in fields]
+    # One format for the whole line when every field is a number or a boolean.
+    line_format = None if None in formats else "%s " + ",".join(formats) + " %d\n"
 
     for start in range(0, len(frame), batch_size):
         part = frame.iloc[start : start + batch_size]
-        prefixes = _tag_prefixes(measurement, part, tags)
-        t = ticks[start : start + batch_size]
-        single = part[fields[0]]
-        if len(fields) == 1 and pd.api.types.is_float_dtype(single) and not single.isna().any():
-            # The common case (one float field, no gaps) in one pass: about twice as fast.
-            key = escape_key(fields[0])
-            values = single.to_numpy(dtype="float64")
-            if np.isinf(values).any():
-                raise DataError(
-                    f"column {fields[0]!r} holds an infinite value: clean the data first"
-                )
-            lines = [f"{p} {key}={v!r} {s}" for p, v, s in zip(prefixes, values.tolist(), t)]
-        else:
-            columns = [_column_parts(f, part[f]) for f in fields]
-            joined = [",".join(v for v in row if v is not None) for row in zip(*columns)]
-            lines = [f"{p} {v} {s}" for p, v, s in zip(prefixes, joined, t) if v]
-        yield EncodedBatch(lines, precision, len(part) - len(lines))
+        stop = start + len(part)
+        t = ticks[start:stop].tolist()
+        if line_format is not None:
+            values = [_fast_values(part[f]) for f in fields]
+            if all(v is not None for v in values):
+                body = _format_lines(line_format, [prefixes.rows(start, stop), *values, t])
+                yield EncodedBatch(body, len(part), precision)
+                continue
+        # The general path: text fields, or missing values (a missing field is left out and
+        # a row without any field is skipped).
+        columns = [_column_parts(f, part[f]) for f in fields]
+        joined = [",".join(v for v in row if v is not None) for row in zip(*columns)]
+        lines = [f"{p} {v} {s}" for p, v, s in zip(prefixes.rows(start, stop), joined, t) if v]
+        yield EncodedBatch.from_lines(lines, precision, len(part) - len(lines))
 
 
 def encode_point(point: dict) -> str:
@@ -220,22 +325,23 @@ def encode_point(point: dict) -> str:
         ) from None
     if not isinstance(fields, dict):
         raise DataError(f"'fields' must be a dict of name -> value, not {type(fields).__name__}")
-    head = escape_measurement(measurement) + "".join(
-        f",{escape_key(k)}={escape_key(v)}"
-        for k, v in sorted((point.get("tags") or {}).items())
-        if v is not None and str(v) != ""
-    )
+    head = escape_measurement(measurement)
+    tags = point.get("tags")
+    if tags:
+        head += "".join(
+            f",{escape_key(k)}={escape_key(v)}"
+            for k, v in sorted(tags.items())
+            if v is not None and str(v) != ""
+        )
     body = ",".join(
-        f"{escape_key(k)}={enc}"
-        for k, v in fields.items()
-        if (enc := encode_field_value(v)) is not None
+        [f"{escape_key(k)}={enc}" for k, v in fields.items() if (enc := encode_field_value(v))]
     )
     if not body:
         raise DataError(f"point {point!r} has no field value to store")
     stamp = point.get("time")
     if stamp is None:
         return f"{head} {body}"
-    if isinstance(stamp, (int, np.integer)) and not isinstance(stamp, bool):
+    if type(stamp) is int or (isinstance(stamp, (int, np.integer)) and not isinstance(stamp, bool)):
         return f"{head} {body} {int(stamp)}"
     try:
         ns = timestamps_ns([pd.Timestamp(stamp)])[0]

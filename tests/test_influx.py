@@ -171,3 +171,28 @@ def test_wrong_arguments_get_a_sentence(admin):
         admin.write("price v=1")
     with pytest.raises(DataError, match="cannot bind"):
         admin.query("SELECT * FROM m WHERE x = $x", params={"x": object()})
+
+
+def test_a_frame_with_an_infinite_value_stores_nothing(admin):
+    # Refused before the first request: no half-written frame to clean up afterwards.
+    frame = pd.DataFrame(
+        {"price": np.r_[np.arange(9.0), np.inf]},
+        index=pd.date_range("2024-01-01", periods=10, freq="min", tz="UTC"),
+    )
+    with pytest.raises(DataError, match="infinite"):
+        admin.write(frame, "price", batch_size=3)
+    assert admin.count("price") == 0
+
+
+def test_big_and_small_writes_report_the_same_way(admin):
+    # One batch is sent from the calling thread, several by the writer threads.
+    frame = pd.DataFrame(
+        {"asset": ["btc", "eth"] * 500, "price": np.arange(1000.0)},
+        index=pd.date_range("2024-01-01", periods=1000, freq="s", tz="UTC"),
+    )
+    one = admin.write(frame, "one", tags=["asset"])
+    many = admin.write(frame, "many", tags=["asset"], batch_size=64, writers=3)
+    assert (one.written, one.requests) == (1000, 1)
+    assert (many.written, many.requests) == (1000, 16)
+    assert admin.count("one") == admin.count("many") == 1000
+    assert admin.query("SELECT * FROM many").equals(admin.query("SELECT * FROM one"))

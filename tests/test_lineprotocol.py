@@ -5,9 +5,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lab_helpers.errors import DataError
 from lab_helpers.lineprotocol import (
+    EncodedBatch,
     coarsest_precision,
     encode_field_value,
     encode_point,
@@ -136,3 +139,95 @@ def test_points():
         encode_point({"measurement": "m", "fields": {"v": None}})
     with pytest.raises(DataError, match="not a date/time"):
         encode_point({"measurement": "m", "fields": {"v": 1}, "time": "yesterday-ish"})
+
+
+def reference_lines(frame, tags, fields):
+    """The lines of a frame built point by point with encode_point (the slow, obvious way)."""
+    out = []
+    for stamp, row in zip(frame.index, frame.to_dict("records")):
+        values = {f: row[f] for f in fields}
+        values = {k: (None if v is pd.NA else v) for k, v in values.items()}
+        if all(v is None or (isinstance(v, float) and math.isnan(v)) for v in values.values()):
+            continue
+        point = {"measurement": "m,x y", "tags": {t: row[t] for t in tags}, "fields": values,
+                 "time": stamp.value}  # fmt: skip
+        line = encode_point(point)
+        out.append(line[: line.rindex(" ")])  # the time is compared separately
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    floats=st.lists(st.floats(allow_infinity=False, allow_nan=False), min_size=1, max_size=30),
+    data=st.data(),
+)
+def test_the_fast_path_writes_exactly_what_encode_point_writes(floats, data):
+    n = len(floats)
+    text = st.text(alphabet='ab ,=%\\é"', min_size=0, max_size=4).filter(
+        lambda s: not s.endswith("\\")
+    )
+    frame = pd.DataFrame(
+        {
+            "asset": data.draw(st.lists(text, min_size=n, max_size=n)),
+            "venue": data.draw(st.lists(st.sampled_from(["x", "y z", ""]), min_size=n, max_size=n)),
+            "price %": floats,
+            "count": data.draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n)),
+            "ok": data.draw(st.lists(st.booleans(), min_size=n, max_size=n)),
+        },
+        index=pd.date_range("1900-01-01", periods=n, freq="37s", tz="UTC"),
+    )
+    fields = ["price %", "count", "ok"]
+    batches = list(frame_batches(frame, "m,x y", tags=["venue", "asset"], batch_size=7))
+    lines = [line for b in batches for line in b.lines]
+    assert [line[: line.rindex(" ")] for line in lines] == reference_lines(
+        frame, ["venue", "asset"], fields
+    )
+    assert [int(line[line.rindex(" ") + 1 :]) for line in lines] == list(
+        frame.index.as_unit("ns").asi8 // 10**9
+    )
+    for batch in batches:  # the body is the lines, each ended by a newline
+        assert batch.body == "".join(line + "\n" for line in batch.lines).encode()
+        assert batch.count == len(batch.lines) and batch.precision == "s"
+
+
+def test_missing_values_of_every_type_are_left_out():
+    idx = pd.date_range("2024-01-01", periods=3, freq="D", tz="UTC")
+    frame = pd.DataFrame(
+        {
+            "n": pd.array([1, None, 3], dtype="Int64"),
+            "ok": pd.array([True, None, False], dtype="boolean"),
+            "x": pd.array([0.5, None, None], dtype="Float64"),
+            "note": ["a", None, pd.NA],
+        },
+        index=idx,
+    )
+    lines, batches = lines_of(frame)
+    assert lines == [
+        'price n=1i,ok=true,x=0.5,note="a" 1704067200',
+        "price n=3i,ok=false 1704240000",
+    ]
+    assert sum(b.skipped for b in batches) == 1
+
+
+def test_infinite_values_are_refused_before_any_batch_is_built():
+    frame = pd.DataFrame(
+        {"price": [1.0] * 10 + [np.inf]}, index=pd.date_range("2024", periods=11, freq="s")
+    )
+    batches = frame_batches(frame, "price", batch_size=2)
+    with pytest.raises(DataError, match=r"infinite value \(row"):
+        next(batches)
+
+
+def test_a_refused_name_is_refused_every_time():
+    for _ in range(2):  # names are escaped once and remembered, refusals are not
+        with pytest.raises(DataError, match="line break"):
+            escape_key("two\nlines")
+    assert escape_key("a b") == escape_key("a b") == r"a\ b"
+    assert escape_key(1) == "1" and escape_key(True) == "True"
+
+
+def test_encoded_batches_from_lines_keep_their_lines():
+    batch = EncodedBatch.from_lines(['m s="two\nlines" 1', "m v=1 2"], "s")
+    assert batch.lines == ['m s="two\nlines" 1', "m v=1 2"]  # not split at the inner newline
+    assert batch.body == b'm s="two\nlines" 1\nm v=1 2\n' and batch.count == 2
+    assert EncodedBatch.from_lines([], "ns").body == b""
