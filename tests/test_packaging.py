@@ -41,3 +41,28 @@ def test_local_state_is_ignored_by_git():
         assert entry in ignored
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout
     assert not [f for f in tracked.splitlines() if f.startswith((".lab/", "build/", ".venv/"))]
+
+
+# Shapes of committed secrets: private keys, cloud keys, and passwords written as values.
+SECRET_SHAPES = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|AKIA[0-9A-Z]{16}"
+    r"|(?i:password|secret|token)[\"']?\s*[:=]\s*[\"'][A-Za-z0-9_\-+/]{16,}[\"']"
+)
+
+
+def test_no_secret_is_committed():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout
+    found = []
+    for name in tracked.splitlines():
+        path = ROOT / name
+        if not path.is_file() or path.suffix in (".csv", ".png"):
+            continue
+        text = path.read_text(errors="replace")
+        found += [
+            f"{name}: {m.group(0)[:60]}"
+            for m in SECRET_SHAPES.finditer(text)
+            if "not-" not in m.group(0)  # the tests' own fakes say so: "not-the-password"
+        ]
+    assert not found, found
+    assert not [n for n in tracked.splitlines() if Path(n).name == "credentials.json"]
