@@ -23,7 +23,16 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from .common import Result, admin, bench_stack, percentile, run_service, server_pid, wait_idle
+from .common import (
+    Result,
+    admin,
+    bench_stack,
+    cpu_seconds,
+    percentile,
+    run_service,
+    server_pid,
+    wait_idle,
+)
 
 NAME = "api"
 TITLE = "API: range queries under load, live-stream fan-out"
@@ -126,11 +135,14 @@ def run(size: str = "full") -> Result:
     with bench_stack(NAME) as stack:
         prices = minute_prices(points)
         admin(stack, "prices").write(prices, "price", tags=["asset", "source"], progress=False)
-        wait_idle(server_pid(stack, "influxdb"))
+        influxd = server_pid(stack, "influxdb")
+        wait_idle(influxd)
         with run_service(stack, "api") as api:
+            cpu0 = cpu_seconds(api.pid), cpu_seconds(influxd)
             load = asyncio.run(
                 query_load(api.url, clients, seconds, prices.index[0], prices.index[-1])
             )
+            cpu1 = cpu_seconds(api.pid), cpu_seconds(influxd)
         lat = [1000 * x for x in load["latencies"]]
         result.figure(
             "range queries answered", len(lat), "", f"{clients} clients, {load['seconds']:.0f} s"
@@ -143,6 +155,9 @@ def run(size: str = "full") -> Result:
         result.figure(
             "errors", len(load["errors"]), "", load["errors"][0] if load["errors"] else ""
         )
+        for name, before, after in zip(("api process", "influxd"), cpu0, cpu1):
+            busy = 100 * (after - before) / load["seconds"]
+            result.figure(f"{name} CPU during the load", busy, "% of a core")
         result.target("errors under load", len(load["errors"]), 0, "<=")
         result.check("the load ran (at least one answer per client)", len(lat) >= clients)
 

@@ -312,10 +312,11 @@ class InfluxDB:
         DatetimeIndex or the column named by ``time``. Naive times are taken as UTC.
         Points: dicts ``{"measurement", "tags", "fields", "time"}``.
 
-        Lines go out in batches of ``batch_size`` with ``writers`` requests in flight.
-        A batch too large for the server is split. Lines that InfluxDB rejects are found
-        and collected; every other line is stored. Then, unless ``raise_on_rejected`` is
-        False, a :class:`PartialWriteError` lists the rejected lines and why.
+        Lines go out in batches of ``batch_size`` with ``writers`` requests in flight (a
+        write that fits in one batch is sent from the calling thread). A batch too large for
+        the server is split. Lines that InfluxDB rejects are found and collected; every other
+        line is stored. Then, unless ``raise_on_rejected`` is False, a
+        :class:`PartialWriteError` lists the rejected lines and why.
         """
         db = database or self._db()
         if isinstance(data, pd.DataFrame):
