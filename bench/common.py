@@ -127,6 +127,8 @@ def fmt(value, unit: str = "") -> str:
         return value
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if unit == "" and isinstance(value, float) and value.is_integer():
+        value = int(value)  # a count
     if unit == "x":  # ratios: enough digits to tell 1.203 from 1.2
         return (f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}") + "×"
     if isinstance(value, int) or (isinstance(value, float) and abs(value) >= 1000):

@@ -449,7 +449,7 @@ class InfluxDB:
             raise InfluxError(f"database {data['db']!r} does not exist: create it first")
         if resp.status_code != 200 or resp.content.startswith(b"error"):
             raise InfluxError(f"InfluxDB refused the query: {_error_text(resp)}")
-        if not resp.content.strip():
+        if _blank(resp.content):
             # The CSV format drops a statement's error and answers an empty 200; ask again in
             # JSON, which carries the error (cheap: an empty result costs the server nothing).
             self.execute(q, params, database=data["db"])
@@ -463,8 +463,13 @@ class InfluxDB:
         return int(df.iloc[0, -1]) if len(df) else 0
 
 
+def _blank(content: bytes) -> bool:
+    """True for an empty answer (without copying a large one, as ``strip()`` would)."""
+    return not content or content.isspace()
+
+
 def _frame_from_csv(content: bytes) -> pd.DataFrame:
-    if not content.strip():
+    if _blank(content):
         return pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name="time"))
     df = pd.read_csv(io.BytesIO(content))
     if "tags" in df.columns:
