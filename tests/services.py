@@ -20,6 +20,18 @@ import requests
 from lab_helpers.stack import LocalStack, free_port
 
 
+def wait_for(predicate, timeout: float = 20.0, what: str = "the condition", every: float = 0.1):
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
 @dataclass
 class RunningService:
     name: str

@@ -24,16 +24,7 @@ from lab_helpers.replay import ReplayConfig, records
 from lab_helpers.stack import SERVERS, LocalStack
 
 from .conftest import require_servers
-from .services import run_app
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+from .services import run_app, wait_for
 
 
 def cpu_seconds(pid: int) -> float:

@@ -21,7 +21,7 @@ from lab_helpers.replay import EXPECTED_REASON, ReplayConfig, records
 from lab_helpers.stack import SERVICES, LocalStack, port_open
 
 from .conftest import require_servers
-from .services import listening_addresses, run_app
+from .services import listening_addresses, run_app, wait_for
 
 N = 3000
 CONFIG = ReplayConfig(dataset="btc_usd_1min", bad_share=0.1, seed=11)
@@ -32,16 +32,6 @@ SOURCE_ENV = {
     "SOURCE_BAD_SHARE": str(CONFIG.bad_share),
     "SOURCE_SEED": str(CONFIG.seed),
 }
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import requests
 from lab_helpers import broker
 from lab_helpers.replay import KINDS, ReplayConfig, message_id, records
 from lab_helpers.stack import find_binary, free_port, port_open
-from tests.services import run_app
+from tests.services import run_app, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,17 +56,6 @@ def without_sent(body: dict) -> dict:
 def same(a: dict, b: dict) -> bool:
     """Equal ticks, NaN included (NaN != NaN in Python)."""
     return broker.encode(a) == broker.encode(b)
-
-
-def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.05)
 
 
 def get(app, path: str, status: int = 200):
