@@ -16,7 +16,7 @@ import os
 import threading
 import time
 
-from lab_helpers.ingest import DEFAULT_MEMORY
+from lab_helpers.ingest import DEFAULT_BATCH, DEFAULT_MEMORY
 
 from .common import Result, admin, bench_stack, rss_mb, run_service, wait_for
 from .streaming import ASSETS, publish, synthetic_ticks, wire
@@ -32,6 +32,7 @@ def run(size: str = "full") -> Result:
     first, total = SIZES[size]
     # The worker's setting, as it will read it (the environment is passed on to it).
     entries = int(os.environ.get("INGEST_DEDUP_SIZE", DEFAULT_MEMORY))
+    batch = int(os.environ.get("INGEST_BATCH", DEFAULT_BATCH))
     marks = (first, 2 * entries, total) if first < 2 * entries < total else (first, total)
     result = Result(NAME, TITLE, size)
     with bench_stack(NAME) as stack, run_service(stack, "ingest") as worker:
@@ -85,7 +86,7 @@ def run(size: str = "full") -> Result:
     )
     result.note(
         f"{total:,} ticks ({len(ASSETS)} assets, unique times) published with publish_async "
-        "while one worker consumes them; the worker's default batches of 1,000 and a duplicate "
-        f"memory of {entries:,} ticks."
+        f"while one worker consumes them; batches of {batch:,} and a duplicate memory of "
+        f"{entries:,} ticks."
     )
     return result

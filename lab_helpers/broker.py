@@ -45,9 +45,13 @@ def subject(prefix: str, asset: Any) -> str:
     return f"{prefix}.{token}"
 
 
+# One encoder for every message: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def encode(tick: dict) -> bytes:
     """A tick as JSON bytes. NaN and infinity are allowed: the source sends them on purpose."""
-    return json.dumps(tick, separators=(",", ":"), default=str).encode()
+    return _ENCODER.encode(tick).encode()
 
 
 class BadMessage(ValueError):

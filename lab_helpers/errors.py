@@ -8,6 +8,8 @@ the cell still fails, so papermill and the tests still see the error.
 
 from __future__ import annotations
 
+import sys
+
 
 class LabError(Exception):
     """Base class: a problem the learner can fix; ``str(err)`` says how."""
@@ -63,10 +65,11 @@ def _show_lab_error(shell, etype, value, tb, tb_offset=None):
 
 def install_notebook_handler() -> bool:
     """Show lab errors as one sentence in IPython/Jupyter; returns True if installed."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    # A kernel has imported IPython already; a service or script need not pay for it (~9 MB).
+    if "IPython" not in sys.modules:
         return False
+    from IPython import get_ipython
+
     shell = get_ipython()
     if shell is None:
         return False

@@ -11,7 +11,6 @@ import socket
 import socketserver
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from lab_helpers.cluster import (
     run_commands,
 )
 from lab_helpers.config import load_settings
+from tests.services import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_MODE = load_settings(env={"LAB_MODE": "cluster"})
@@ -37,16 +37,6 @@ LOCAL_MODE = load_settings(env={"LAB_MODE": "local"})
 
 def args_of(commands: list[Command]) -> list[list[str]]:
     return [list(c.args) for c in commands]
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 # -- the commands ----------------------------------------------------------------------------
@@ -558,7 +548,7 @@ def test_the_far_side_can_report_what_went_wrong(echo_server):
 
     with PortForward(Connector()) as fwd:
         assert exchange(fwd.port, b"ping") == b"ping"
-        wait_for(lambda: fwd.errors, what="the connector's report")
+        wait_for(lambda: fwd.errors, 10, "the connector's report", every=0.02)
         assert fwd.errors == ["api-0:8000: connection refused in the pod"]
 
 

@@ -201,18 +201,35 @@ def test_memory_tells_duplicates_from_conflicts_and_redeliveries():
     assert memory.check("btc", 2, 10.0, stream_seq=9) is None
 
 
-def test_memory_forgets_the_least_recently_used():
+def test_memory_forgets_the_oldest():
     memory = DuplicateMemory(size=2)
     memory.remember("btc", 1, 1.0, 1)
     memory.remember("btc", 2, 2.0, 2)
-    assert memory.check("btc", 1, 1.0, 9) == "duplicate"  # used: now the most recent
+    memory.remember("btc", 1, 1.0, 1)  # the same tick written again: still the oldest
     memory.remember("btc", 3, 3.0, 3)
     assert len(memory) == 2
-    assert memory.check("btc", 2, 2.0, 9) is None  # forgotten
-    assert memory.check("btc", 1, 1.0, 9) == "duplicate"
+    assert memory.check("btc", 1, 1.0, 9) is None  # forgotten
+    assert memory.check("btc", 2, 2.0, 9) == "duplicate"
+    assert memory.check("btc", 3, 4.0, 9) == "conflicting duplicate"
     off = DuplicateMemory(size=0)
     off.remember("btc", 1, 1.0, 1)
     assert len(off) == 0
+
+
+def test_memory_keys_are_exact_for_any_time_and_many_assets():
+    memory = DuplicateMemory(size=10_000)
+    times = [-(2**62), -1, 0, 1, 2**62, 1_618_380_780_123_456_789]
+    assets = [f"a{i}" for i in range(5_000)]  # more than the low bits can number
+    for asset in assets:
+        assert memory.check(asset, 0, 0.0, stream_seq=1) is None
+    for asset in (assets[0], assets[1], assets[-1]):
+        for t in times:
+            memory.remember(asset, t, float(t % 97), stream_seq=1)
+    for asset in (assets[0], assets[1], assets[-1]):
+        for t in times:
+            assert memory.check(asset, t, float(t % 97), stream_seq=2) == "duplicate"
+            assert memory.check(asset, t + 1000, 0.0, stream_seq=2) is None
+    assert memory.check(assets[2], 0, 0.0, stream_seq=2) is None
 
 
 def test_a_tick_sent_again_in_a_later_batch_is_quarantined():

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from lab_helpers.config import ConfigError, Credentials, env_value, load_settings
 from lab_helpers.influx import InfluxDB
-from lab_helpers.ingest import DEFAULT_MEMORY, IngestStats, IngestWorker
+from lab_helpers.ingest import DEFAULT_BATCH, DEFAULT_MEMORY, IngestStats, IngestWorker
 from lab_helpers.service import configure_logging, create_app, serve
 
 NAME = "ingest"
@@ -66,7 +66,7 @@ def read_config() -> Config:
         influx_url=settings.require_influx_url(),
         database=settings.influx_database,
         credentials=credentials,
-        batch=env_value("INGEST_BATCH", 1000, int, minimum=1, maximum=10_000),
+        batch=env_value("INGEST_BATCH", DEFAULT_BATCH, int, minimum=1, maximum=10_000),
         max_wait=env_value("INGEST_MAX_WAIT", 0.2, float, minimum=0.01, maximum=30),
         durable=env_value("INGEST_DURABLE", "ingest", durable_name),
         ack_wait=env_value("INGEST_ACK_WAIT", 30.0, float, minimum=1, maximum=3600),

@@ -15,27 +15,17 @@ import json
 import os
 import secrets
 import threading
-import time
 
 import httpx
 import pytest
 import requests
 
 from lab_helpers import cluster
+from tests.services import wait_for
 
 # Pulling the InfluxDB and NATS images and starting everything takes minutes on a fresh node.
 pytestmark = pytest.mark.timeout(900)
 OVERLAY = os.environ.get("LAB_CLUSTER_OVERLAY", "kind")
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +75,7 @@ def test_every_workload_is_rolled_out_and_ready(lab):
 
 def test_ticks_flow_from_the_source_to_the_browser(lab):
     with cluster.port_forward(lab, "api", 8000) as api:
-        first = wait_for(lambda: stored_points(api.url), 180, "the first stored ticks")
+        first = wait_for(lambda: stored_points(api.url), 180, "the first stored ticks", every=1)
         received, connected = [], threading.Event()
 
         def listen():
@@ -103,7 +93,7 @@ def test_ticks_flow_from_the_source_to_the_browser(lab):
         listener.join(timeout=90)  # the source replays one tick a second
         assert len(received) >= 3, "the live stream delivered no ticks"
         assert all(tick["price"] > 0 and tick["asset"] for tick in received)
-        wait_for(lambda: stored_points(api.url) > first, 60, "more ticks to be stored")
+        wait_for(lambda: stored_points(api.url) > first, 60, "more ticks to be stored", every=1)
         assert api.errors == []
 
 
@@ -114,11 +104,13 @@ def test_more_ingest_workers_share_the_stream(lab):
         assert ready_pods(lab, "ingest") == 3
         with cluster.port_forward(lab, "api", 8000) as api:
             count = stored_points(api.url)
-            wait_for(lambda: stored_points(api.url) > count, 60, "ticks stored with 3 workers")
+            wait_for(
+                lambda: stored_points(api.url) > count, 60, "ticks stored with 3 workers", every=1
+            )
     finally:
         cluster.scale("ingest", before, lab)
     cluster.wait_for_rollout(lab, "ingest", timeout=300, show=False)
-    wait_for(lambda: ready_pods(lab, "ingest") == before, 120, "the workers to scale back")
+    wait_for(lambda: ready_pods(lab, "ingest") == before, 120, "the workers to scale back", every=1)
 
 
 def test_a_rolling_update_and_its_rollback(lab):
@@ -165,7 +157,9 @@ def test_influxdb_keeps_the_prices_when_its_pod_is_replaced(lab):
     assert set(timeline["pod"]) == {"influxdb-0"}
     cluster.wait_for_rollout(lab, ["influxdb", "api"], timeout=300, show=False)
     with cluster.port_forward(lab, "api", 8000) as api:
-        wait_for(lambda: stored_points(api.url) >= before, 120, "the stored prices to be back")
+        wait_for(
+            lambda: stored_points(api.url) >= before, 120, "the stored prices to be back", every=1
+        )
 
 
 def test_logs_of_the_services(lab):
@@ -175,7 +169,7 @@ def test_logs_of_the_services(lab):
     assert isinstance(json.loads(lines[-1]), dict)  # one JSON object per line
     # Following starts with the last lines (tail), then goes on as the pod writes.
     with cluster.logs(lab, "source", follow=True, tail=3, on_line=lambda pod, line: None) as live:
-        wait_for(lambda: live.lines, 60, "followed log lines")
+        wait_for(lambda: live.lines, 60, "followed log lines", every=1)
         assert live.running
     assert not live.running and live.errors == []
 
