@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from .config import project_root
-from .errors import LabError
+from .errors import LabError, command_line
 
 MANIFESTS = project_root() / "manifests"
 TEMPLATE = MANIFESTS / "classlab" / "student.yaml"
@@ -267,6 +267,8 @@ class Sizing:
 
 def sizing(students: int, node: str = "Standard_D8s_v5") -> Sizing:
     """Nodes of size ``node`` that ``students`` full quotas need (CPU, memory, disks)."""
+    if students < 1:
+        raise ClassLabError(f"--students {students} is not valid: give 1 or more")
     if node not in NODE_SIZES:
         raise ClassLabError(f"unknown node size {node!r}: use one of {', '.join(NODE_SIZES)}")
     size = NODE_SIZES[node]
@@ -441,6 +443,7 @@ def kubeconfigs(
 # ---------------------------------------------------------------------------- command line
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     """``python -m lab_helpers.classlab generate|kubeconfigs|sizing`` (see the module help)."""
     import argparse
@@ -471,30 +474,26 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument("--hours", type=float, default=24, help="token validity (24)")
             cmd.add_argument("--context", help="kube context (default: the current one)")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "sizing":
-            print(sizing(args.students, args.node))
-        elif args.command == "generate":
-            files = generate(args.students, args.out, registry=args.registry, prefix=args.prefix)
-            print(f"wrote {len(files)} files under {args.out} for {args.students} students")
-            print(f"create the namespaces:  kubectl apply -k {args.out}")
-            print(f"or, with student kubeconfigs: python -m lab_helpers.classlab kubeconfigs "
-                  f"--students {args.students} --out {args.out}")  # fmt: skip
-            if args.registry == PLACEHOLDER_REGISTRY:
-                print("the lab's images point at the placeholder registry: run again with "
-                      "--registry <your-acr>.azurecr.io")  # fmt: skip
-        else:
-            files = kubeconfigs(
-                args.students, args.out, hours=args.hours, prefix=args.prefix,
-                context=args.context,
-            )  # fmt: skip
-            until = datetime.now(UTC) + timedelta(hours=args.hours)
-            print(f"wrote {len(files)} kubeconfigs under {args.out} (tokens valid until "
-                  f"{until:%Y-%m-%d %H:%M} UTC); give each student their own file")  # fmt: skip
-        return 0
-    except LabError as err:
-        print(f"⛔ {err}", file=sys.stderr)
-        return 1
+    if args.command == "sizing":
+        print(sizing(args.students, args.node))
+    elif args.command == "generate":
+        files = generate(args.students, args.out, registry=args.registry, prefix=args.prefix)
+        print(f"wrote {len(files)} files under {args.out} for {args.students} students")
+        print(f"create the namespaces:  kubectl apply -k {args.out}")
+        print(f"or, with student kubeconfigs: python -m lab_helpers.classlab kubeconfigs "
+              f"--students {args.students} --out {args.out}")  # fmt: skip
+        if args.registry == PLACEHOLDER_REGISTRY:
+            print("the lab's images point at the placeholder registry: run again with "
+                  "--registry <your-acr>.azurecr.io")  # fmt: skip
+    else:
+        files = kubeconfigs(
+            args.students, args.out, hours=args.hours, prefix=args.prefix,
+            context=args.context,
+        )  # fmt: skip
+        until = datetime.now(UTC) + timedelta(hours=args.hours)
+        print(f"wrote {len(files)} kubeconfigs under {args.out} (tokens valid until "
+              f"{until:%Y-%m-%d %H:%M} UTC); give each student their own file")  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":

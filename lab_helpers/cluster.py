@@ -58,7 +58,7 @@ import pandas as pd
 import yaml
 
 from .config import ROLES, Credentials, Settings, load_settings, project_root
-from .errors import LabError
+from .errors import LabError, command_line
 from .stack import USERS
 
 DEFAULT_NAMESPACE = "crypto-lab"
@@ -1770,6 +1770,7 @@ def run_commands(
 # -- command line ----------------------------------------------------------------------------
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--context", help="kube context (default: the current one)")
@@ -1791,32 +1792,28 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", parents=[common], help="workloads, pods and services")
     sub.add_parser("teardown", parents=[common], help="delete the namespace, wait until gone")
     args = parser.parse_args(argv)
-    try:
-        connect(args.context, args.namespace)
-        if args.command == "secrets":
-            create_secrets(args.namespace)
-        elif args.command == "apply":
-            options = {
-                "force": args.force,
-                "exclude": args.exclude,
-                "dry_run": args.dry_run,
-                "registry": args.registry,
-            }
-            apply(args.overlay, args.namespace, **options)
-            if args.wait and not args.dry_run:
-                wait_for_rollout(args.namespace)
-        elif args.command == "status":
-            with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-                print(status(args.namespace).to_string(index=False))
-                print()
-                print(pods(args.namespace).to_string(index=False))
-                print()
-                print(services(args.namespace).to_string(index=False))
-        elif args.command == "teardown":
-            teardown(args.namespace)
-    except LabError as err:
-        print(f"⛔ {err}", file=sys.stderr)
-        return 1
+    connect(args.context, args.namespace)
+    if args.command == "secrets":
+        create_secrets(args.namespace)
+    elif args.command == "apply":
+        options = {
+            "force": args.force,
+            "exclude": args.exclude,
+            "dry_run": args.dry_run,
+            "registry": args.registry,
+        }
+        apply(args.overlay, args.namespace, **options)
+        if args.wait and not args.dry_run:
+            wait_for_rollout(args.namespace)
+    elif args.command == "status":
+        with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+            print(status(args.namespace).to_string(index=False))
+            print()
+            print(pods(args.namespace).to_string(index=False))
+            print()
+            print(services(args.namespace).to_string(index=False))
+    elif args.command == "teardown":
+        teardown(args.namespace)
     return 0
 
 

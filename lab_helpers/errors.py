@@ -8,7 +8,9 @@ the cell still fails, so papermill and the tests still see the error.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 
 
 class LabError(Exception):
@@ -56,6 +58,21 @@ class PartialWriteError(InfluxError):
         super().__init__(message)
         self.rejected = rejected
         self.written = written
+
+
+def command_line(main: Callable[..., int]) -> Callable[..., int]:
+    """For the ``main()`` of a ``python -m lab_helpers.X`` command: a :class:`LabError` becomes
+    one ⛔ line on stderr and exit code 1, never a traceback."""
+
+    @functools.wraps(main)
+    def run(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except LabError as err:
+            print(f"⛔ {err}", file=sys.stderr)
+            return 1
+
+    return run
 
 
 def _show_lab_error(shell, etype, value, tb, tb_offset=None):

@@ -26,7 +26,7 @@ import sys
 
 from .cluster import DEFAULT_NAMESPACE, Command, run_commands
 from .config import Settings, project_root
-from .errors import LabError
+from .errors import command_line
 
 NATS_REPO = "https://nats-io.github.io/k8s/helm/charts/"
 NATS_CHART = "nats/nats"
@@ -97,6 +97,7 @@ def uninstall_nats(
     return run_commands([command], run, settings)
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lab_helpers.helm", description="NATS from its official Helm chart."
@@ -107,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", action="store_true", help="run (needs LAB_MODE=cluster)")
     args = parser.parse_args(argv)
     step = install_nats if args.action == "nats" else uninstall_nats
-    try:
-        step(args.namespace, context=args.context, run=args.run)
-    except LabError as err:
-        print(f"⛔ {err}", file=sys.stderr)
-        return 1
+    step(args.namespace, context=args.context, run=args.run)
     return 0
 
 

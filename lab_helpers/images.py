@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from . import __version__, azure
 from .cluster import ClusterError, Command, registry_host, run_commands
 from .config import Settings, project_root
-from .errors import LabError
+from .errors import command_line
 from .stack import APPS
 
 SERVICES = tuple(APPS)  # ingest, api, source
@@ -144,6 +144,7 @@ def for_registry(
     return run_commands(commands, run, settings)
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lab_helpers.images",
@@ -159,14 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         sub_parser.add_argument("--service", action="append", choices=SERVICES, help=only)
         sub_parser.add_argument("--run", action="store_true", help="run (LAB_MODE=cluster)")
     args = parser.parse_args(argv)
-    try:
-        if args.target == "kind":
-            for_kind(args.cluster, args.service, run=args.run)
-        else:
-            for_registry(args.registry, args.service, run=args.run)
-    except LabError as err:
-        print(f"⛔ {err}", file=sys.stderr)
-        return 1
+    if args.target == "kind":
+        for_kind(args.cluster, args.service, run=args.run)
+    else:
+        for_registry(args.registry, args.service, run=args.run)
     return 0
 
 

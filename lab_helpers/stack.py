@@ -43,7 +43,7 @@ from pathlib import Path
 import requests
 
 from .config import DEFAULT_DATABASE, Settings, load_settings, project_root
-from .errors import LabError, StackError
+from .errors import StackError, command_line
 
 SERVERS = ("influxdb", "nats")
 # The lab's own services, in start order, with their usual port and InfluxDB role.
@@ -585,6 +585,7 @@ def _print_status(stack: LocalStack) -> bool:
     return all(r.healthy for r in rows)
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m lab_helpers.stack up|down|status|logs NAME|reset``."""
     import argparse
@@ -599,27 +600,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--lines", type=int, default=50, help="for logs: how many lines")
     parser.add_argument("--lab-dir", help="where the local state lives (default .lab/)")
     args = parser.parse_args(argv)
-    try:
-        stack = LocalStack(args.lab_dir, services=args.service or None)
-        if args.command == "up":
-            stack.up()
-            return 0 if _print_status(stack) else 1
-        if args.command == "down":
-            stopped = stack.down()
-            print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
-            return 0
-        if args.command == "status":
-            return 0 if _print_status(stack) else 3
-        if args.command == "reset":
-            stack.reset()
-            print(f"stopped the stack and deleted the data and credentials in {stack.lab_dir}")
-            return 0
-        for name in args.service or SERVICES:
-            print(f"==> {name} <==\n{stack.logs(name, args.lines)}")
+    stack = LocalStack(args.lab_dir, services=args.service or None)
+    if args.command == "up":
+        stack.up()
+        return 0 if _print_status(stack) else 1
+    if args.command == "down":
+        stopped = stack.down()
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         return 0
-    except LabError as err:
-        print(f"⛔ {err}", file=sys.stderr)
-        return 1
+    if args.command == "status":
+        return 0 if _print_status(stack) else 3
+    if args.command == "reset":
+        stack.reset()
+        print(f"stopped the stack and deleted the data and credentials in {stack.lab_dir}")
+        return 0
+    for name in args.service or SERVICES:
+        print(f"==> {name} <==\n{stack.logs(name, args.lines)}")
+    return 0
 
 
 if __name__ == "__main__":

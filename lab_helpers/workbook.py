@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import project_root
-from .errors import LabError
+from .errors import LabError, command_line
 
 NOTEBOOK_DIR = project_root() / "notebooks"
 BUILD_DIR = project_root() / "build" / "notebooks"
@@ -519,6 +519,7 @@ def refresh(prefixes: list[str] | None = None) -> list[RunResult]:
     return results
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m lab_helpers.workbook run|nav|check|student|refresh``."""
     argv = sys.argv[1:] if argv is None else argv
@@ -527,29 +528,25 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
         return 2
     command, prefixes = argv[0], argv[1:] or None
-    try:
-        if command == "run":
-            return 0 if all(r.ok for r in run(prefixes)) else 1
-        if command == "refresh":
-            return 0 if all(r.ok for r in refresh(prefixes)) else 1
-        if command == "nav":
-            changed = nav()
-            print(f"navigation written; {len(changed)} notebook(s) changed")
-            return 0
-        if command == "student":
-            written = student()
-            print(f"student edition of {len(written)} notebooks in {STUDENT_DIR}")
-            return 0
-        failed = 0
-        for name, problems in check().items():
-            print(f"{'⛔' if problems else '✅'} {name}")
-            for problem in problems:
-                print(f"     - {problem}")
-            failed += bool(problems)
-        return 1 if failed else 0
-    except LabError as err:
-        print(f"⛔ {err}", file=sys.stderr)
-        return 1
+    if command == "run":
+        return 0 if all(r.ok for r in run(prefixes)) else 1
+    if command == "refresh":
+        return 0 if all(r.ok for r in refresh(prefixes)) else 1
+    if command == "nav":
+        changed = nav()
+        print(f"navigation written; {len(changed)} notebook(s) changed")
+        return 0
+    if command == "student":
+        written = student()
+        print(f"student edition of {len(written)} notebooks in {STUDENT_DIR}")
+        return 0
+    failed = 0
+    for name, problems in check().items():
+        print(f"{'⛔' if problems else '✅'} {name}")
+        for problem in problems:
+            print(f"     - {problem}")
+        failed += bool(problems)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -709,6 +709,14 @@ def test_student_names_and_bad_input():
         classlab.sizing(30, "Standard_XXL")
 
 
+def test_the_teacher_command_answers_bad_input_with_one_sentence(capsys):
+    assert classlab.main(["sizing", "--students", "0"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == "⛔ --students 0 is not valid: give 1 or more\n"
+    assert classlab.main(["sizing", "--students", "30"]) == 0
+    assert "=> 4 nodes" in capsys.readouterr().out
+
+
 def test_a_bare_registry_name_is_an_azure_container_registry(tmp_path):
     lab = classlab.lab_kustomization("crypto-lab-student01", tmp_path, "myclass")
     assert {i["newName"] for i in lab["images"]} == {
