@@ -85,7 +85,7 @@ RAW_LIMIT = 1_000
 DEFAULT_BATCH = 2_000
 """Messages per fetch: the cleaner's fixed cost per call (~12 ms) is spread over more ticks."""
 DEFAULT_MEMORY = 50_000
-"""How many stored ticks a worker remembers to recognise duplicates (~25 MB). JetStream
+"""How many stored ticks a worker remembers to recognise duplicates (~7 MB). JetStream
 already drops a tick published twice within 2 minutes (same ``Nats-Msg-Id``), so this only
 has to catch a tick sent again under a new id: 50,000 ticks are 8 minutes at 100 ticks/s."""
 _UNSAFE_TAG = re.compile(r"[^A-Za-z0-9_.:-]")
