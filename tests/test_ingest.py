@@ -43,7 +43,7 @@ from lab_helpers.ingest import (
 )
 from lab_helpers.lineprotocol import encode_point
 from lab_helpers.stack import SERVERS, LocalStack
-from tests.services import run_app
+from tests.services import run_app, wait_for
 
 NOW = pd.Timestamp("2025-01-01", tz="UTC")
 T0 = pd.Timestamp("2024-06-01", tz="UTC")
@@ -391,18 +391,6 @@ class Publisher(threading.Thread):
         assert self.error is None, self.error
 
 
-def wait_until(check, timeout: float, what: str):
-    """Poll ``check()`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def get_json(service, path: str) -> dict:
     return requests.get(service.url + path, timeout=5).json()
 
@@ -497,7 +485,7 @@ def test_service_stores_valid_ticks_and_quarantines_each_bad_one(stack, admin, i
 
     with run_app(stack, "ingest", env=ingest_env, ready=True) as service:
         on_nats(stack.settings, lambda nc, js: publish_all(js, bodies))
-        stats = wait_until(
+        stats = wait_for(
             lambda: (
                 (s := get_json(service, "/stats"))["stored"] + s["quarantined_total"] == len(bodies)
                 and s
@@ -591,7 +579,7 @@ def test_two_replicas_share_the_work(stack, admin, ingest_env):
             publisher = Publisher(stack.settings, valid, burst=100, pause=0.01)
             publisher.start()
             publisher.finish()
-            wait_until(lambda: stored_count(admin) == len(valid), 30, "all ticks stored")
+            wait_for(lambda: stored_count(admin) == len(valid), 30, "all ticks stored")
             stats = [get_json(one, "/stats"), get_json(two, "/stats")]
 
     assert all(s["stored"] > 0 for s in stats), stats  # each did some of the work
@@ -608,13 +596,13 @@ def test_a_killed_worker_loses_nothing_and_stores_nothing_twice(stack, admin, in
     publisher = Publisher(stack.settings, valid, burst=100, pause=0.05)
     with run_app(stack, "ingest", env=env, ready=True) as first:
         publisher.start()
-        wait_until(lambda: stored_count(admin) >= 300, 20, "the first ticks to be stored")
+        wait_for(lambda: stored_count(admin) >= 300, 20, "the first ticks to be stored", every=0.05)
         first.process.kill()  # kill -9: no chance to finish or ack anything
         assert first.process.wait(10) == -signal.SIGKILL
     assert stored_count(admin) < len(valid), "the worker finished before it was killed"
     with run_app(stack, "ingest", env=env, ready=True) as second:
         publisher.finish()
-        wait_until(lambda: stored_count(admin) == len(valid), 30, "every tick to be stored")
+        wait_for(lambda: stored_count(admin) == len(valid), 30, "every tick to be stored")
         stats = get_json(second, "/stats")
 
     stored = stored_ticks(admin)
@@ -634,18 +622,18 @@ def test_influxdb_outage_is_retried_without_loss(tmp_path):
         with run_app(own, "ingest", env=env, ready=True) as service:
             publisher = Publisher(own.settings, valid, burst=50, pause=0.1)
             publisher.start()
-            wait_until(lambda: stored_count(db) >= 100, 20, "the first ticks to be stored")
+            wait_for(
+                lambda: stored_count(db) >= 100, 20, "the first ticks to be stored", every=0.05
+            )
             influxd = json.loads(own.state_file.read_text())["influxdb"]["pid"]
             os.kill(influxd, signal.SIGKILL)
-            wait_until(lambda: status(service, "/readyz") == 503, 10, "/readyz to turn 503")
+            wait_for(lambda: status(service, "/readyz") == 503, 10, "/readyz to turn 503")
             problems = get_json(service, "/readyz")["problems"]
-            wait_until(
-                lambda: get_json(service, "/stats")["write_errors"] >= 3, 15, "failed writes"
-            )
+            wait_for(lambda: get_json(service, "/stats")["write_errors"] >= 3, 15, "failed writes")
             own.up()  # influxd back, same port and data
-            wait_until(lambda: status(service, "/readyz") == 200, 30, "/readyz to be 200 again")
+            wait_for(lambda: status(service, "/readyz") == 200, 30, "/readyz to be 200 again")
             publisher.finish()
-            wait_until(lambda: stored_count(db) == len(valid), 40, "every tick to be stored")
+            wait_for(lambda: stored_count(db) == len(valid), 40, "every tick to be stored")
             stats = get_json(service, "/stats")
             samples = metrics(service)
         stored = stored_ticks(db)
@@ -668,7 +656,7 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_0(stack, admin, ingest_env
     publisher = Publisher(stack.settings, valid, burst=100, pause=0.05)
     with run_app(stack, "ingest", env=env, ready=True) as service:
         publisher.start()
-        wait_until(lambda: stored_count(admin) >= 300, 20, "the first ticks to be stored")
+        wait_for(lambda: stored_count(admin) >= 300, 20, "the first ticks to be stored", every=0.05)
         started = time.monotonic()
         code = service.stop(signal.SIGTERM)
         took = time.monotonic() - started
@@ -685,7 +673,7 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_0(stack, admin, ingest_env
     assert info.num_pending > 0, "the worker finished before it was stopped"
     # What was left is taken by the next worker.
     with run_app(stack, "ingest", env=env, ready=True):
-        wait_until(lambda: stored_count(admin) == len(valid), 30, "every tick to be stored")
+        wait_for(lambda: stored_count(admin) == len(valid), 30, "every tick to be stored")
     assert points_of(stored_ticks(admin)) == expected_points(valid)
 
 
