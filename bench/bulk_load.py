@@ -167,12 +167,7 @@ def run(size: str = "full") -> Result:
             )
         rate = {name: n / median(t) for name, t in times.items()}
         for name in methods:
-            result.figure(
-                f"{name}: median time",
-                median(times[name]),
-                "s",
-                "runs: " + ", ".join(f"{t:.2f}" for t in times[name]),
-            )
+            result.median_time(name, times[name])
             result.figure(f"{name}: throughput", rate[name], "points/s")
             client, server = (median(c) for c in zip(*cpu[name]))
             result.figure(

@@ -97,6 +97,11 @@ class Result:
         self.figures.append(Figure(label, value, unit, note))
         print(f"  {label}: {fmt(value, unit)}{f'  ({note})' if note else ''}", flush=True)
 
+    def median_time(self, label: str, seconds: list[float], digits: int = 2) -> None:
+        """The median of repeated runs as a figure, every run in its note."""
+        runs = ", ".join(f"{t:.{digits}f}" for t in seconds)
+        self.figure(f"{label}: median time", median(seconds), "s", f"runs: {runs}")
+
     def target(self, label: str, measured: float, required: float, op: str = ">=", unit=""):
         t = Target(label, float(measured), float(required), op, unit)
         self.targets.append(t)

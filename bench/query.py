@@ -107,12 +107,7 @@ def run(size: str = "full") -> Result:
         f"{got.index.dtype}, {got['price'].dtype}",
     )
     for name in methods:
-        result.figure(
-            f"{name}: median time",
-            median(times[name]),
-            "s",
-            "runs: " + ", ".join(f"{t:.3f}" for t in times[name]),
-        )
+        result.median_time(name, times[name], digits=3)
         result.figure(f"{name}: rows per second", len(want_times) / median(times[name]), "rows/s")
     result.target(
         "lab_helpers time / raw CSV read time",
