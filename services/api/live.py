@@ -16,9 +16,6 @@ from lab_helpers.service import log_fields
 
 from metrics import STREAM_BAD, STREAM_CLIENTS, STREAM_DROPPED, STREAM_TICKS
 
-SERVICE = "api"
-log = logging.getLogger(SERVICE)
-
 
 @dataclass(eq=False)
 class StreamClient:
@@ -41,6 +38,7 @@ class TickHub:
     the others down.
     """
 
+    service: str  # the service's name: of its NATS connection and its logger
     nats_url: str
     queue_size: int
     heartbeat: float
@@ -48,6 +46,10 @@ class TickHub:
     nc: object | None = None
     _task: asyncio.Task | None = None
     _closing: bool = False
+
+    @property
+    def log(self) -> logging.Logger:
+        return logging.getLogger(self.service)
 
     @property
     def connected(self) -> bool:
@@ -60,9 +62,9 @@ class TickHub:
     async def _subscribe(self) -> None:
         # broker.connect keeps retrying until the server answers, and then reconnects and
         # re-subscribes by itself after any outage.
-        self.nc = await broker.connect(self.nats_url, name=SERVICE)
+        self.nc = await broker.connect(self.nats_url, name=self.service)
         await self.nc.subscribe(f"{broker.CLEAN_PREFIX}.>", cb=self._on_message)
-        log.info("subscribed to clean ticks", extra=log_fields(nats=self.nats_url))
+        self.log.info("subscribed to clean ticks", extra=log_fields(nats=self.nats_url))
 
     async def _on_message(self, msg) -> None:
         asset = msg.subject.partition(".")[2]
@@ -72,7 +74,7 @@ class TickHub:
             data = json.dumps(tick, separators=(",", ":"), allow_nan=False).encode()
         except ValueError as err:  # BadMessage is a ValueError too
             STREAM_BAD.inc()
-            log.debug("skipped a message on %s: %s", msg.subject, err)
+            self.log.debug("skipped a message on %s: %s", msg.subject, err)
             return
         STREAM_TICKS.inc()
         for client in list(self.clients):
@@ -84,7 +86,7 @@ class TickHub:
 
     def _drop(self, client: StreamClient) -> None:
         STREAM_DROPPED.inc()
-        log.warning("dropped a stream client that did not keep up")
+        self.log.warning("dropped a stream client that did not keep up")
         self._close_client(client)
 
     def _close_client(self, client: StreamClient) -> None:

@@ -281,7 +281,7 @@ def build_app(settings: Settings, api: ApiSettings) -> FastAPI:
     """The api as a FastAPI app: routes, middleware, and the stream's NATS subscription."""
     db = InfluxDB.connect("reader", settings=settings, timeout=10, retries=1, backoff=0.1)
     probe = InfluxDB.connect("reader", settings=settings, timeout=2, retries=0)
-    hub = TickHub(settings.require_nats_url(), api.stream_queue, api.heartbeat)
+    hub = TickHub(SERVICE, settings.require_nats_url(), api.stream_queue, api.heartbeat)
 
     async def influx_ready() -> str | None:
         try:
