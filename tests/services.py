@@ -7,14 +7,17 @@ image) gives it, plus any extra variables a test sets, and is stopped with SIGTE
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import requests
 
 from lab_helpers.stack import LocalStack, free_port
@@ -30,6 +33,26 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "the condition", ever
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(every)
+
+
+class StreamListener(threading.Thread):
+    """Reads the api's live stream (``{url}/api/stream``) in the background until it holds
+    ``count`` ticks (in ``ticks``); ``connected`` is set once the stream is open."""
+
+    def __init__(self, url: str, count: int, timeout: float):
+        super().__init__(daemon=True)
+        self.url, self.count, self.timeout = url, count, timeout
+        self.ticks: list[dict] = []
+        self.connected = threading.Event()
+
+    def run(self) -> None:
+        with httpx.stream("GET", self.url + "/api/stream", timeout=self.timeout) as resp:
+            self.connected.set()
+            for line in resp.iter_lines():
+                if line.startswith("data:"):
+                    self.ticks.append(json.loads(line[5:]))
+                    if len(self.ticks) >= self.count:
+                        return
 
 
 @dataclass

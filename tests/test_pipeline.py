@@ -8,10 +8,8 @@ that the api returns them, and that the live stream delivers new ticks.
 
 import collections
 import json
-import threading
 import time
 
-import httpx
 import pandas as pd
 import pytest
 import requests
@@ -21,7 +19,7 @@ from lab_helpers.replay import EXPECTED_REASON, ReplayConfig, records
 from lab_helpers.stack import SERVICES, LocalStack, port_open
 
 from .conftest import require_servers
-from .services import listening_addresses, run_app, wait_for
+from .services import StreamListener, listening_addresses, run_app, wait_for
 
 N = 3000
 CONFIG = ReplayConfig(dataset="btc_usd_1min", bad_share=0.1, seed=11)
@@ -118,20 +116,10 @@ def test_replayed_ticks_flow_through_the_whole_system(system):
 def test_live_stream_delivers_new_ticks(system):
     """A browser's view: ticks a second source sends arrive on the api's SSE stream."""
     state = json.loads(system.state_file.read_text())
-    received, ready = [], threading.Event()
-
-    def listen():
-        with httpx.stream("GET", state["api"]["url"] + "/api/stream", timeout=30) as resp:
-            ready.set()
-            for line in resp.iter_lines():
-                if line.startswith("data:"):
-                    received.append(json.loads(line[5:]))
-                    if len(received) >= 20:
-                        return
-
-    listener = threading.Thread(target=listen, daemon=True)
+    listener = StreamListener(state["api"]["url"], count=20, timeout=30)
+    received = listener.ticks
     listener.start()
-    assert ready.wait(10)
+    assert listener.connected.wait(10)
     time.sleep(0.5)  # the subscription is made when the stream opens; give it a moment
     env = {"SOURCE_DATASET": "btc_usd_daily", "SOURCE_LIMIT": "20", "SOURCE_RATE": "50",
            "SOURCE_BAD_SHARE": "0"}  # fmt: skip

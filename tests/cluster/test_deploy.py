@@ -14,14 +14,12 @@ import contextlib
 import json
 import os
 import secrets
-import threading
 
-import httpx
 import pytest
 import requests
 
 from lab_helpers import cluster
-from tests.services import wait_for
+from tests.services import StreamListener, wait_for
 
 # Pulling the InfluxDB and NATS images and starting everything takes minutes on a fresh node.
 pytestmark = pytest.mark.timeout(900)
@@ -76,20 +74,10 @@ def test_every_workload_is_rolled_out_and_ready(lab):
 def test_ticks_flow_from_the_source_to_the_browser(lab):
     with cluster.port_forward(lab, "api", 8000) as api:
         first = wait_for(lambda: stored_points(api.url), 180, "the first stored ticks", every=1)
-        received, connected = [], threading.Event()
-
-        def listen():
-            with httpx.stream("GET", api.url + "/api/stream", timeout=60) as resp:
-                connected.set()
-                for line in resp.iter_lines():
-                    if line.startswith("data:"):
-                        received.append(json.loads(line[5:]))
-                        if len(received) >= 3:
-                            return
-
-        listener = threading.Thread(target=listen, daemon=True)
+        listener = StreamListener(api.url, count=3, timeout=60)
+        received = listener.ticks
         listener.start()
-        assert connected.wait(30), "the live stream did not open"
+        assert listener.connected.wait(30), "the live stream did not open"
         listener.join(timeout=90)  # the source replays one tick a second
         assert len(received) >= 3, "the live stream delivered no ticks"
         assert all(tick["price"] > 0 and tick["asset"] for tick in received)
