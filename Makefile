@@ -1,28 +1,35 @@
 # The lab's commands. The two you need: `make lab` (set up and open the lab) and `make test`.
-# Every target sets up what it needs first and reuses what is already there.
+# Every target sets up what it needs first and reuses what is already there: `setup` is what
+# a learner needs (InfluxDB from apt, .venv with the notebooks' packages and nats-server),
+# `setup-test` adds the test tools and Chromium.
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FIRST  := notebooks/00_welcome_and_setup.ipynb
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab run test bench lint refresh student nav stack-up stack-down stack-status \
+.PHONY: help setup setup-test lab run test bench lint refresh student nav stack-up stack-down stack-status \
 	stack-logs stack-reset clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-setup: ## install the servers (apt) and the Python environment (.venv)
-	@bash scripts/setup.sh all
+setup: ## install what the lab needs: InfluxDB (apt) and the Python environment (.venv)
+	@bash scripts/setup.sh lab
 
+setup-test: ## the same plus the test tools (pytest, playwright, ...) and Chromium
+	@bash scripts/setup.sh test
+
+# JupyterLab serves the whole repository (the notebooks' links to README.md and docs/ work)
+# and opens the first notebook.
 lab: setup stack-up ## set up, start the local stack and open JupyterLab on the first notebook
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) $(FIRST)
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=. \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(FIRST)
 
 run: setup stack-up ## execute every notebook headless (papermill) into build/notebooks
 	$(PY) -m lab_helpers.workbook run
 
-test: setup ## run the whole test suite (starts its own servers on free ports)
-	@bash scripts/setup.sh browser
+test: setup-test ## run the whole test suite (starts its own servers on free ports)
 	$(PY) -m pytest
 
 refresh: setup ## run every notebook against a fresh stack; save its outputs as the reference
@@ -34,10 +41,10 @@ student: setup ## the student edition (no solutions, no outputs) into build/stud
 nav: setup ## rewrite the notebooks' Binder badges and navigation links
 	$(PY) -m lab_helpers.workbook nav
 
-bench: setup ## run the benchmarks (own servers in a temp folder); writes docs/benchmarks.md
+bench: setup-test ## run the benchmarks (own servers in a temp folder); writes docs/benchmarks.md
 	$(PY) -m bench
 
-lint: setup ## static checks
+lint: setup-test ## static checks
 	$(VENV)/bin/ruff check lab_helpers services tests
 
 stack-up: ## start InfluxDB and NATS on loopback (a no-op when running)

