@@ -1,14 +1,16 @@
 """The dashboard in a real headless Chromium (driven by Playwright), served by the api process,
 with history from the real InfluxDB and live ticks published on the real NATS.
 
-Needs Debian's Chromium at /usr/bin/chromium and the ``playwright`` Python package (never
-``playwright install``: no browser is downloaded). Without them the tests are skipped, except
-in CI (``CI`` set), where they fail.
+Needs Debian's Chromium at /usr/bin/chromium and the ``playwright`` Python package (see
+``tests/browser.py``). The same page behind Jupyter's proxy, at ``/proxy/PORT/`` and
+``/user/NAME/proxy/PORT/``, is tested in ``tests/test_jupyterlab.py`` and
+``tests/test_binder.py``; here, that every address it uses is relative and that only pages of
+its own address may frame it.
 """
 
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,40 +19,16 @@ import pytest
 import requests
 
 from lab_helpers.data import ASSETS
+from tests.browser import RESULTS, chromium, require_browser
 from tests.services import run_app
 from tests.test_api import T0, iso, publish, seeded, tick
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless=new",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SCREENSHOT = Path("/tmp/dashboard.png")
+STATIC = Path(__file__).resolve().parent.parent / "services" / "api" / "static"
+SCREENSHOT = RESULTS / "dashboard.png"
 WAIT_MS = 15_000
 PAYLOAD = "<img src=x onerror=alert(1)>"
-
-
-def require_browser() -> None:
-    """Skip (or, in CI, fail) when Chromium or Playwright is missing, saying which."""
-    problem = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        problem = "the playwright Python package is not installed (pip install -e '.[dev]')"
-    if problem is None and not os.access(CHROMIUM, os.X_OK):
-        problem = f"Chromium is not installed at {CHROMIUM} (run `scripts/setup.sh browser`)"
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the dashboard tests, but {problem}")
-        print(f"dashboard tests skipped: {problem}")
-        pytest.skip(f"dashboard tests skipped: {problem}")
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +40,8 @@ def api(stack):
 
 @pytest.fixture(scope="module")
 def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +162,7 @@ def test_quarantine_table_shows_the_counts_per_reason(page, api):
 
 
 def test_screenshot(page):
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 20_000
     print(f"screenshot: {SCREENSHOT}")
@@ -203,3 +177,27 @@ def test_page_loads_nothing_from_other_hosts(browser, api):
     page.close()
     hosts = {urlsplit(url).netloc for url in urls if not url.startswith("data:")}
     assert hosts == {urlsplit(api.url).netloc}, sorted(hosts)
+
+
+# -- behind a proxy ------------------------------------------------------------------------------
+
+ABSOLUTE = re.compile(r"""(?:src|href)="/|(?:fetch|getJSON|EventSource)\(\s*[`"']/|[`"']/api/""")
+
+
+def test_every_address_the_page_uses_is_relative():
+    """Behind Jupyter's proxy the page lives under a prefix (/proxy/8000/): an absolute path
+    such as /api/assets would leave it."""
+    for name in ("index.html", "dashboard.js"):
+        text = (STATIC / name).read_text()
+        code = re.sub(r"^\s*//.*$", "", text, flags=re.M)  # comments may quote the wrong way
+        assert not ABSOLUTE.findall(code), f"{name}: {ABSOLUTE.findall(code)}"
+    assert 'src="static/dashboard.js"' in (STATIC / "index.html").read_text()
+    assert ABSOLUTE.search('getJSON("/api/assets")') and ABSOLUTE.search('<a href="/x">')
+
+
+def test_only_its_own_address_may_frame_the_page(api):
+    """A notebook frames the dashboard through Jupyter's proxy, from the same address; no other
+    page may frame it."""
+    headers = requests.get(api.url + "/", timeout=10).headers
+    assert "frame-ancestors 'self'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "SAMEORIGIN"

@@ -111,16 +111,18 @@ def read_api_settings(env: dict[str, str] | None = None) -> ApiSettings:
 
 # The dashboard runs only its own files: scripts from this server, no inline code, and data
 # only from this server. plotly.js adds the style rules of its charts at run time, which CSP
-# allows for styles only with 'unsafe-inline' (scripts never get it).
+# allows for styles only with 'unsafe-inline' (scripts never get it). Only pages of its own
+# address may frame it: a notebook in JupyterLab does, through Jupyter's proxy
+# (lab_helpers.dashboard), which serves it from JupyterLab's own address.
 SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
         "img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; "
-        "form-action 'none'; frame-ancestors 'none'"
+        "form-action 'none'; frame-ancestors 'self'"
     ),
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
-    "x-frame-options": "DENY",
+    "x-frame-options": "SAMEORIGIN",
 }
 
 

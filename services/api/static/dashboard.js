@@ -1,6 +1,10 @@
 // The dashboard: one chart per asset (stored history + live ticks), the latest price per
 // asset, and the quarantine counts.
 //
+// Addresses: every request is relative to the page ("api/assets", not "/api/assets"), so the
+// dashboard works wherever it is served: at /, or under a proxy's prefix such as Jupyter's
+// /proxy/8000/ or /user/NAME/proxy/8000/ (Binder, JupyterHub).
+//
 // Safety: everything shown comes from the network, so it is put on the page only as text
 // (textContent, DOM nodes), never parsed as HTML; a price tick whose `source` is
 // "<img src=x onerror=...>" shows those characters and runs nothing.
@@ -99,7 +103,7 @@
   }
 
   async function pollAssets() {
-    const { assets } = await getJSON("/api/assets");
+    const { assets } = await getJSON("api/assets");
     for (const info of assets) {
       showLatest(info.asset, toISO(info.latest_time), info.latest_price, "(stored)");
     }
@@ -108,7 +112,7 @@
   // -- quarantine tables --------------------------------------------------------------------
 
   async function pollQuarantine() {
-    const report = await getJSON(`/api/quarantine?latest=${LATEST_RECORDS}`);
+    const report = await getJSON(`api/quarantine?latest=${LATEST_RECORDS}`);
     const counts = report.reasons.map((r) => {
       const tr = el("tr");
       tr.append(el("td", "reason", r.reason), el("td", "number count", r.count));
@@ -172,9 +176,9 @@
   /** Load the stored history of one asset, downsampled to about HISTORY_POINTS points. */
   async function loadHistory(asset) {
     const name = encodeURIComponent(asset);
-    const summary = await getJSON(`/api/summary/${name}`);
+    const summary = await getJSON(`api/summary/${name}`);
     if (!summary.count) return;
-    let url = `/api/prices/${name}?limit=${HISTORY_POINTS}`;
+    let url = `api/prices/${name}?limit=${HISTORY_POINTS}`;
     if (summary.count > HISTORY_POINTS) {
       const span = (Date.parse(summary.last_time) - Date.parse(summary.first_time)) / 1000;
       const every = Math.max(1, Math.ceil(span / HISTORY_POINTS));
@@ -230,7 +234,7 @@
   }
 
   function connectStream() {
-    const source = new EventSource("/api/stream");
+    const source = new EventSource("api/stream");
     source.addEventListener("tick", onTick);
     source.onopen = () => setStatus("Live: connected to the price stream.");
     source.onerror = () => {
@@ -261,7 +265,7 @@
     }
     let assets;
     try {
-      ({ assets } = await getJSON("/api/assets"));
+      ({ assets } = await getJSON("api/assets"));
     } catch (err) {
       setStatus(`The api did not answer (${err.message}): retrying in 5 s…`, true);
       setTimeout(start, 5000);
