@@ -13,7 +13,11 @@ Three ways, side by side on the same server, each into a fresh database, median 
 After each run the stored points are counted. The prices are random floats with all 17
 significant digits (the worst case for writing floats exactly) and millisecond times.
 
-Targets: lab_helpers at least 0.8x the raw limit and at least 8x the 2018 way.
+Target: lab_helpers at least 0.9x the raw single-writer limit. Its ratio to the 2018 way is
+reported for information only: it is (lab_helpers / raw) x (raw / 2018), and raw / 2018 is
+what this server takes from a client that costs nothing over what the 2018 client manages
+(6.2-8.7x in the four recorded full runs), so "8x the 2018 way" would measure the server and
+the old client, not lab_helpers.
 """
 
 from __future__ import annotations
@@ -186,10 +190,23 @@ def run(size: str = "full") -> Result:
             build.append(time.process_time() - started)
         result.figure("lab_helpers: building the lines alone (CPU)", median(build), "s")
         result.target(
-            "lab_helpers vs raw limit", rate["lab_helpers"] / rate["raw limit"], 0.8, unit="x"
+            "lab_helpers vs raw single-writer limit",
+            rate["lab_helpers"] / rate["raw limit"],
+            0.9,
+            unit="x",
         )
-        result.target(
-            "lab_helpers vs 2018 way", rate["lab_helpers"] / rate["2018 way"], 8, unit="x"
+        # For information: mostly a property of the server and the 2018 client (module help).
+        result.figure(
+            "lab_helpers vs 2018 way",
+            rate["lab_helpers"] / rate["2018 way"],
+            "x",
+            "for information: (lab_helpers vs raw limit) x (raw limit vs 2018 way)",
+        )
+        result.figure(
+            "raw limit vs 2018 way",
+            rate["raw limit"] / rate["2018 way"],
+            "x",
+            "what the server takes from one writer that costs nothing, over the 2018 client",
         )
         if size != "tiny":
             result.blocks.append(("Profile of one lab_helpers write", _profile(db, frame, influxd)))
