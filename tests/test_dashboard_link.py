@@ -102,7 +102,11 @@ def tile(lab_dir, env=None):
         except requests.ConnectionError:
             return None
 
-    wait_for(lambda: answer() is not None, 20, "the tile's server")
+    try:
+        wait_for(lambda: answer() is not None, 20, "the tile's server")
+    except AssertionError:
+        process.kill()
+        raise
     return process, answer
 
 
