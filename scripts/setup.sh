@@ -3,7 +3,8 @@
 #   1. the servers: influxd (InfluxDB 1.x) and nats-server, from Debian/Ubuntu packages
 #   2. a Python virtual environment in .venv with lab_helpers and its dependencies
 #   3. (browser, for the tests only) Debian/Ubuntu's chromium, which the dashboard tests drive
-# Usage: scripts/setup.sh [servers|python|browser|all]   (default: all = servers + python)
+#   4. (tools, for the tests only) azure-cli and checkov, each in a venv of its own
+# Usage: scripts/setup.sh [servers|python|browser|tools|all]   (default: all = servers + python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,10 +90,39 @@ setup_browser() {
   say "✅ browser: installed"
 }
 
+# -- tools: the heavy third-party checkers of the test suite ---------------------------------
+# azure-cli (its own `az` parses every az command the lab shows, ~730 MB) and checkov (scans the
+# manifests and Dockerfiles) pin hundreds of dependencies that would clash with the lab's, so
+# each gets a virtual environment of its own under $TOOLS_DIR. A pinned version is installed
+# once; later runs find its stamp and skip it. `make test` calls this before pytest.
+TOOLS_DIR=${TOOLS_DIR:-$VENV/tools}
+TOOLS=("azure-cli==2.91.0 az" "checkov==3.3.30 checkov")
+
+setup_tools() {
+  local entry spec program name dir started
+  for entry in "${TOOLS[@]}"; do
+    read -r spec program <<<"$entry"
+    name=${spec%%==*}
+    dir="$TOOLS_DIR/$name"
+    if [ -x "$dir/bin/$program" ] && [ "$(cat "$dir/.installed" 2>/dev/null)" = "$spec" ]; then
+      say "✅ tools: $spec in $dir"
+      continue
+    fi
+    started=$SECONDS
+    rm -rf "$dir"
+    "$PYTHON" -m venv "$dir"
+    "$dir/bin/python" -m pip install -qq --upgrade pip
+    "$dir/bin/python" -m pip install -qq "$spec" || fail "pip could not install $spec into $dir"
+    echo "$spec" > "$dir/.installed"
+    say "✅ tools: $spec installed in $dir in $((SECONDS - started)) s"
+  done
+}
+
 case "${1:-all}" in
   servers) setup_servers ;;
   python) setup_python ;;
   browser) setup_browser ;;
+  tools) setup_tools ;;
   all) setup_servers; setup_python ;;
-  *) fail "usage: scripts/setup.sh [servers|python|browser|all]" ;;
+  *) fail "usage: scripts/setup.sh [servers|python|browser|tools|all]" ;;
 esac
