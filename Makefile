@@ -9,7 +9,7 @@ FIRST  := notebooks/00_welcome_and_setup.ipynb
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-test lab run test bench lint refresh student nav stack-up stack-down stack-status \
-	stack-logs stack-reset clean
+	stack-logs stack-reset clean cluster cluster-down
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -61,6 +61,12 @@ stack-logs: ## show the servers' logs
 
 stack-reset: ## stop the stack and delete its data and credentials
 	@$(PY) -m lab_helpers.stack reset
+
+cluster: setup ## the lab on a local kind cluster (needs Docker and kind): build, load, deploy, forward
+	@$(PY) -m lab_helpers.kind up
+
+cluster-down: setup ## stop the dashboard's port-forward and delete the kind cluster
+	@$(PY) -m lab_helpers.kind down
 
 clean: ## delete build outputs (keeps .lab and .venv)
 	rm -rf build .pytest_cache

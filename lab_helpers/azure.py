@@ -9,20 +9,19 @@ nothing is sent to Azure, so you can read every command before anything costs mo
     azure.create_group()                            # shown, not run
     azure.create_group(run=True)                    # run (needs LAB_MODE=cluster)
 
-A whole session, in order (``docs/azure.md`` explains each step and what it costs)::
+A whole session, in order (``docs/azure.md`` explains each step; ``lab_helpers.costs`` holds
+what each part costs)::
 
     azure.login()                                   # once per machine
     azure.create_group()                            # free
-    azure.create_registry(REGISTRY)                 # ACR Basic: about US$0.17 a day
-    azure.create_cluster(registry=REGISTRY)         # 2 x Standard_B2s: about US$2-3 a day
-    azure.get_credentials()                         # kubectl and lab_helpers.cluster use AKS
-    ...                                             # images, apply, the notebooks
+    azure.create_cluster()                          # 2 x Standard_B2s_v2, Cilium network policy
+    azure.get_credentials()                         # kubectl now talks to AKS
+    ...                                             # kubectl apply -k manifests/overlays/aks
     azure.delete_group()                            # everything above stops costing
     azure.remaining()                               # check that nothing is left
 
-Prices are approximate: US dollars, pay-as-you-go, Linux, as listed in 2025. Check the
-current ones for your region with the Azure pricing calculator,
-https://azure.microsoft.com/pricing/calculator/.
+The aks overlay runs the prebuilt images (``lab_helpers.images``), so a registry of your own is
+optional: ``create_registry`` and ``create_cluster(registry=...)`` when you build your own.
 """
 
 from __future__ import annotations
@@ -31,23 +30,40 @@ import re
 import secrets
 
 from . import __version__
-from .cluster import ClusterError, Command, run_commands
+from .cluster import ClusterError
+from .commands import Command, run_commands
 from .config import Settings
 
 LOCATION = "westeurope"
 GROUP = "crypto-lab-rg"
 CLUSTER = "crypto-lab-aks"
-# Small and cheap: 2 vCPUs and 4 GiB each, enough for the lab's five workloads. AKS needs at
-# least 2 vCPUs and 4 GiB per node of the system pool, so nothing smaller fits.
-VM_SIZE = "Standard_B2s"
+# Two nodes of 2 vCPUs: 4 vCPUs in all, what a free-trial subscription may run in a region.
+# Bsv2 (the current burstable family, 8 GiB each): room for the lab, the Helm NATS and AKS's
+# own pods (Cilium, DNS, metrics, disk drivers). AKS needs at least 2 vCPUs and 4 GiB a node.
+VM_SIZE = "Standard_B2s_v2"
 NODE_COUNT = 2
+# Without a network policy engine AKS accepts NetworkPolicies and enforces none. Azure CNI
+# powered by Cilium is the engine AKS recommends (Azure's own NPM reaches end of support), with
+# the overlay network (pod addresses outside the virtual network).
+NETWORK = {
+    "network_plugin": "azure",
+    "network_plugin_mode": "overlay",
+    "network_dataplane": "cilium",
+    "network_policy": "cilium",
+}
 
 # Texts in az's error output, and what to do about them (shown when a command fails).
 HINTS = (
     (
+        "TasksOperationsNotAllowed",
+        "ACR Tasks (az acr build) are refused on free-trial subscriptions: deploy the prebuilt "
+        "images (the aks overlay uses them), or build with Docker and push (the lab's "
+        "Codespace has Docker), or upgrade the subscription to pay-as-you-go",
+    ),
+    (
         "quota",
-        "the subscription's vCPU quota is too small for these nodes: use another size "
-        "(vm_size='Standard_B2als_v2') or region (location='northeurope'), fewer nodes, or "
+        "the subscription's vCPU quota is too small for these nodes: `azure.quota(run=True)` "
+        "shows it; use one node (node_count=1), another region (location='northeurope'), or "
         "request more quota (Azure portal > Quotas > Compute); see docs/azure.md",
     ),
     (
@@ -71,9 +87,9 @@ HINTS = (
 )
 
 
-def _az(*words: str, why: str, **options: str | bool | None) -> Command:
-    """``az WORDS --option value ...``: ``resource_group="g"`` becomes ``--resource-group g``,
-    ``True`` a bare flag, ``None`` or ``False`` nothing."""
+def _az(*words: str, why: str, **options: str | int | bool | None) -> Command:
+    """The ``az`` command of these words and options: ``resource_group="g"`` becomes
+    ``--resource-group g``, ``True`` a bare flag, ``None`` or ``False`` nothing."""
     args = ["az", *words]
     for key, value in options.items():
         if value is None or value is False:
@@ -143,11 +159,12 @@ def create_registry(
     run: bool = False,
     settings: Settings | None = None,
 ) -> list[Command]:
-    """Create an Azure Container Registry (ACR) for the lab's images.
+    """Create an Azure Container Registry (ACR) for images you build yourself.
 
-    Cost: the Basic tier is about US$0.17 a day (about US$5 a month) with 10 GiB of storage
-    included; the lab's three images take well under 1 GiB. The name must be unique in all
-    of Azure (:func:`suggest_registry_name` makes one).
+    Optional: the aks overlay runs the prebuilt images. The Basic tier includes 10 GiB of
+    storage (the lab's three images take well under 1 GiB); its price is in
+    ``lab_helpers.costs``. The name must be unique in all of Azure
+    (``suggest_registry_name()`` makes one).
     """
     name = check_registry_name(name)
     command = _az(
@@ -172,30 +189,29 @@ def create_cluster(
     run: bool = False,
     settings: Settings | None = None,
 ) -> list[Command]:
-    """Create a small AKS cluster (5 to 10 minutes) whose nodes may pull from the registry.
+    """Create a small AKS cluster (5 to 10 minutes) that enforces NetworkPolicies.
 
-    Cost, approximately: the **free tier** control plane costs nothing (no uptime guarantee,
-    fine for learning; the standard tier adds about US$0.10 an hour). You pay for the nodes:
-    a ``Standard_B2s`` is about US$0.04-0.05 an hour, so about US$2 a day for two, plus
-    each node's managed OS disk (128 GiB by default, roughly US$0.60 a day each) and, once
-    the api is exposed, the Standard load balancer and its public IP (a few cents an hour).
+    ``--network-policy cilium`` (with the Cilium dataplane on Azure CNI overlay) installs the
+    policy engine at creation; it cannot be added to a cluster created without one by a
+    simple update. The **free tier** control plane costs nothing; you pay for the nodes, their
+    disks and the load balancer (``lab_helpers.costs`` has the figures). Two
+    ``Standard_B2s_v2`` are 4 vCPUs, what a free trial allows in a region.
 
-    ``--attach-acr`` lets the nodes pull from the registry without a password (giving that
-    right needs the Owner or User Access Administrator role). ``--generate-ssh-keys``
-    creates ``~/.ssh/id_rsa`` if it is missing (AKS wants a key; the lab never uses it).
-
-    A "quota" error means the subscription may not run that many vCPUs of this VM family in
-    this region (a free trial allows 4 vCPUs in all): see docs/azure.md for the fixes.
+    ``registry`` (only when you build your own images) adds ``--attach-acr``, which lets the
+    nodes pull from it without a password (giving that right needs the Owner or User Access
+    Administrator role). ``--generate-ssh-keys`` creates ``~/.ssh/id_rsa`` if it is missing
+    (AKS wants a key; the lab never uses it).
     """
     command = _az(
         "aks",
         "create",
-        why=f"a Kubernetes cluster of {node_count} x {vm_size}",
+        why=f"a Kubernetes cluster of {node_count} x {vm_size}, with Cilium network policy",
         resource_group=group,
         name=name,
         tier=tier,
         node_count=node_count,
         node_vm_size=vm_size,
+        **NETWORK,
         generate_ssh_keys=True,
         attach_acr=check_registry_name(registry) if registry else None,
     )
@@ -211,7 +227,7 @@ def get_credentials(
 ) -> list[Command]:
     """Write the cluster's credentials into ``~/.kube/config`` as the current context.
 
-    After this, ``kubectl`` and :func:`lab_helpers.cluster.connect` talk to AKS. Running it
+    After this, ``kubectl`` and ``lab_helpers.cluster.connect()`` talk to AKS. Running it
     again (a re-created cluster) replaces the old entry.
     """
     command = _az(
@@ -265,8 +281,9 @@ def acr_build(
 
     It uploads the repository (without what ``.dockerignore`` leaves out), builds
     ``services/<service>/Dockerfile`` for linux/amd64 (what AKS nodes run) and stores
-    ``lab-<service>:<version>`` in the registry. ACR bills the build time: a few seconds of
-    compute, well under a cent per image.
+    ``lab-<service>:<version>`` in the registry. This runs an *ACR Task*, which free-trial
+    subscriptions may not use (``TasksOperationsNotAllowed``): there, deploy the prebuilt
+    images instead (the aks overlay's default).
     """
     return run_commands([acr_build_command(service, registry, version)], run, settings)
 
@@ -280,10 +297,10 @@ def _power(verb: str, name: str, group: str, run: bool, settings: Settings | Non
 def stop_cluster(
     name: str = CLUSTER, group: str = GROUP, *, run: bool = False, settings: Settings | None = None
 ) -> list[Command]:
-    """Stop the cluster's nodes between sessions; :func:`start_cluster` resumes it.
+    """Stop the cluster's nodes between sessions; ``start_cluster()`` resumes it.
 
     A stopped cluster still costs its disks and public IP, and the registry keeps costing:
-    deleting everything (:func:`delete_group`) is the only way to stop all billing.
+    deleting everything (``delete_group()``) is the only way to stop all billing.
     """
     return _power("stop", name, group, run, settings)
 
@@ -302,7 +319,7 @@ def delete_group(
 
     ``--yes`` skips the question and ``--no-wait`` returns at once while Azure deletes (5 to
     15 minutes). AKS's own node resource group (``MC_<group>_<cluster>_<region>``) goes
-    with the cluster. Check with :func:`remaining` until nothing is listed.
+    with the cluster. Check with ``remaining()`` until nothing is listed.
     """
     command = _az(
         "group",
@@ -320,7 +337,7 @@ def remaining(
 ) -> list[Command]:
     """List the resource groups whose name holds ``prefix`` (the lab's and AKS's ``MC_...``).
 
-    After :func:`delete_group` they show ``Deleting``, then disappear: when the list is
+    After ``delete_group()`` they show ``Deleting``, then disappear: when the list is
     empty, nothing of the lab bills any more.
     """
     query = f"[?contains(name, '{prefix}')].{{name:name, state:properties.provisioningState}}"

@@ -10,8 +10,10 @@ writes ``<out>/<namespace>/access.yaml``: the Namespace, a ResourceQuota, a Limi
 ServiceAccount and a Role with its RoleBinding that let the student manage the lab's objects
 in that namespace and nowhere else (the template is ``manifests/classlab/student.yaml``). It
 also writes ``<out>/<namespace>/lab/kustomization.yaml``, the lab deployed into that
-namespace, and ``<out>/kustomization.yaml`` listing every ``access.yaml``, so that
-``kubectl apply -k build/classlab`` creates the whole class.
+namespace (on AKS with the prebuilt images, or ``--registry`` yours; ``--cluster kind`` for a
+kind cluster with the images ``make cluster`` loaded), and ``<out>/kustomization.yaml``
+listing every ``access.yaml``, so that ``kubectl apply -k build/classlab`` creates the whole
+class.
 
 ``kubeconfigs`` uses the current kube context (a cluster admin's): it applies the same objects
 and writes ``<out>/<namespace>/kubeconfig`` for each student, holding a token of the student's
@@ -37,14 +39,12 @@ import yaml
 
 from .config import project_root
 from .errors import LabError, command_line
+from .images import LAB_IMAGES, PREBUILT_REGISTRY, registry_host
 
 MANIFESTS = project_root() / "manifests"
 TEMPLATE = MANIFESTS / "classlab" / "student.yaml"
 PREFIX = "crypto-lab-student"
-# Can never be a real Azure Container Registry (their names have no hyphen): nothing is pulled
-# from a stranger's registry before the teacher puts the class's own.
-PLACEHOLDER_REGISTRY = "your-acr.azurecr.io"
-LAB_IMAGES = ("lab-source", "lab-ingest", "lab-api")
+CLUSTERS = ("aks", "kind")
 SERVICE_ACCOUNT = "student"
 FIELD_MANAGER = "crypto-lab-classlab"
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -96,48 +96,53 @@ def _dump(*docs: dict) -> str:
     return "---\n".join(yaml.dump(doc, Dumper=_Dumper, sort_keys=False) for doc in docs)
 
 
-def lab_kustomization(namespace: str, lab_dir: Path, registry: str = PLACEHOLDER_REGISTRY) -> dict:
-    """The lab (``manifests/base``, Azure disks, images from ``registry``) in ``namespace``.
-
-    ``registry`` is a registry host, or the name of an Azure Container Registry.
+def lab_kustomization(
+    namespace: str, lab_dir: Path, registry: str = PREBUILT_REGISTRY, cluster: str = "aks"
+) -> dict:
+    """The lab in ``namespace``: on AKS (``manifests/base``, Azure disks, images from
+    ``registry``: a registry host, or the name of an Azure Container Registry), or on kind
+    (``manifests/overlays/kind``, the images loaded into the node).
 
     ``lab_dir`` is the folder the kustomization will be written to: kustomize only accepts
     paths relative to it.
     """
+    if cluster not in CLUSTERS:
+        raise ClassLabError(f"--cluster {cluster} is not valid: use {' or '.join(CLUSTERS)}")
     here = Path(os.path.abspath(lab_dir))
-    # A bare registry name is an Azure Container Registry: myclass -> myclass.azurecr.io
-    registry = registry.rstrip("/")
-    if "." not in registry and ":" not in registry:
-        registry += ".azurecr.io"
 
     def relative(path: Path) -> str:
         return Path(os.path.relpath(path, here)).as_posix()
 
-    return {
+    kustomization: dict = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "namespace": namespace,
-        "resources": [relative(MANIFESTS / "base")],
-        "components": [relative(MANIFESTS / "components" / "azure-disk")],
-        "images": [
-            {"name": image, "newName": f"{registry}/{image}", "newTag": _version()}
-            for image in LAB_IMAGES
-        ],
-        # The teacher creates the namespace (access.yaml); a student may not create one.
-        "patches": [
-            {
-                "patch": yaml.safe_dump(
-                    {
-                        "$patch": "delete",
-                        "apiVersion": "v1",
-                        "kind": "Namespace",
-                        "metadata": {"name": "crypto-lab"},
-                    },
-                    sort_keys=False,
-                )
-            }
-        ],
     }
+    if cluster == "kind":
+        kustomization["resources"] = [relative(MANIFESTS / "overlays" / "kind")]
+    else:
+        host = registry_host(registry)
+        kustomization["resources"] = [relative(MANIFESTS / "base")]
+        kustomization["components"] = [relative(MANIFESTS / "components" / "azure-disk")]
+        kustomization["images"] = [
+            {"name": image, "newName": f"{host}/{image}", "newTag": _version()}
+            for image in LAB_IMAGES
+        ]
+    # The teacher creates the namespace (access.yaml); a student may not create one.
+    kustomization["patches"] = [
+        {
+            "patch": yaml.safe_dump(
+                {
+                    "$patch": "delete",
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": "crypto-lab"},
+                },
+                sort_keys=False,
+            )
+        }
+    ]
+    return kustomization
 
 
 def _version() -> str:
@@ -147,7 +152,12 @@ def _version() -> str:
 
 
 def generate(
-    students: int, out: Path | str, *, registry: str = PLACEHOLDER_REGISTRY, prefix: str = PREFIX
+    students: int,
+    out: Path | str,
+    *,
+    registry: str = PREBUILT_REGISTRY,
+    prefix: str = PREFIX,
+    cluster: str = "aks",
 ) -> list[Path]:
     """Write the class's YAML files under ``out`` (see the module help); returns the files.
 
@@ -165,7 +175,7 @@ def generate(
         lab = folder / "lab" / "kustomization.yaml"
         lab.write_text(
             f"# The lab in {namespace}. Deploy it: kubectl apply -k {folder / 'lab'}\n"
-            + _dump(lab_kustomization(namespace, lab.parent, registry))
+            + _dump(lab_kustomization(namespace, lab.parent, registry, cluster))
         )
         written += [access, lab]
         access_files.append(f"{namespace}/access.yaml")
@@ -340,7 +350,7 @@ def current_cluster(context: str | None = None, config_file: str | None = None) 
 
 def student_kubeconfig(cluster: ClusterAccess, namespace: str, token: str) -> dict:
     """A kubeconfig for one student: the cluster, the student's token, their namespace."""
-    entry = {"server": cluster.server}
+    entry: dict[str, str | bool] = {"server": cluster.server}
     if cluster.ca_data:
         entry["certificate-authority-data"] = base64.b64encode(cluster.ca_data).decode()
     else:
@@ -386,7 +396,7 @@ def kubeconfigs(
     Returns the files written.
     """
     k8s = _kubernetes()
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client import ApiException
     from kubernetes.dynamic import DynamicClient
     from urllib3.exceptions import HTTPError
 
@@ -467,8 +477,12 @@ def main(argv: list[str] | None = None) -> int:
         if name == "generate":
             cmd.add_argument(
                 "--registry",
-                default=PLACEHOLDER_REGISTRY,
-                help="where the lab's images are: myclass.azurecr.io, or just myclass",
+                default=PREBUILT_REGISTRY,
+                help="where the lab's images are (default: the prebuilt ones, %(default)s): "
+                "myclass.azurecr.io, or just myclass",
+            )
+            cmd.add_argument(
+                "--cluster", default="aks", choices=CLUSTERS, help="aks (default) or kind"
             )
         else:
             cmd.add_argument("--hours", type=float, default=24, help="token validity (24)")
@@ -477,14 +491,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sizing":
         print(sizing(args.students, args.node))
     elif args.command == "generate":
-        files = generate(args.students, args.out, registry=args.registry, prefix=args.prefix)
+        files = generate(
+            args.students, args.out, registry=args.registry, prefix=args.prefix,
+            cluster=args.cluster,
+        )  # fmt: skip
         print(f"wrote {len(files)} files under {args.out} for {args.students} students")
         print(f"create the namespaces:  kubectl apply -k {args.out}")
         print(f"or, with student kubeconfigs: python -m lab_helpers.classlab kubeconfigs "
               f"--students {args.students} --out {args.out}")  # fmt: skip
-        if args.registry == PLACEHOLDER_REGISTRY:
-            print("the lab's images point at the placeholder registry: run again with "
-                  "--registry <your-acr>.azurecr.io")  # fmt: skip
+        if args.cluster == "aks" and args.registry == PREBUILT_REGISTRY:
+            print(f"the labs run the prebuilt images of {PREBUILT_REGISTRY}; your own "
+                  "registry instead: --registry <your-acr>.azurecr.io")  # fmt: skip
     else:
         files = kubeconfigs(
             args.students, args.out, hours=args.hours, prefix=args.prefix,

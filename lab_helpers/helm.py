@@ -2,13 +2,12 @@
 
 A Helm *chart* is a package of Kubernetes manifests with settings (*values*); installing it
 makes a *release*, which Helm can upgrade and uninstall as a whole. The lab's own NATS is a
-plain StatefulSet in ``manifests/base/nats.yaml``; in cluster mode it can come from the
+plain StatefulSet in ``manifests/base/nats.yaml``; on a cluster it can come from the
 official chart instead, with the lab's values file ``manifests/helm/nats-values.yaml``. Use
-one or the other (``manifests/helm/README.md``)::
+one or the other (``manifests/helm/README.md``: delete the lab's own NATS first)::
 
-    from lab_helpers import cluster, helm
+    from lab_helpers import helm
 
-    cluster.apply("kind", exclude=["nats"])           # the lab without its own NATS
     helm.install_nats("crypto-lab")                   # shows the helm commands
     helm.install_nats("crypto-lab", run=True)         # runs them (needs LAB_MODE=cluster)
 
@@ -24,14 +23,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cluster import DEFAULT_NAMESPACE, Command, run_commands
+from .cluster import DEFAULT_NAMESPACE
+from .commands import Command, run_commands
 from .config import Settings, project_root
 from .errors import command_line
 
 NATS_REPO = "https://nats-io.github.io/k8s/helm/charts/"
 NATS_CHART = "nats/nats"
 # A fixed chart version: the same install next month (values keys change between versions).
-NATS_CHART_VERSION = "1.3.13"
+# The chart's versions follow the NATS server's since 2.12.
+NATS_CHART_VERSION = "2.14.2"
 NATS_VALUES = project_root() / "manifests" / "helm" / "nats-values.yaml"
 RELEASE = "nats"  # the chart names the StatefulSet and the client Service after the release
 
@@ -76,8 +77,8 @@ def install_nats(
     ``nats``, the next ones change it only where the values or the chart version differ.
     ``--wait`` returns once the pod is ready. ``context`` is a kube context (default: the
     current one). The namespace must exist, made by the lab so that it has the lab's labels
-    and Pod Security profile: first ``cluster.apply(overlay, exclude=["nats"])`` (the rest of
-    the lab, without its own NATS), then this.
+    and Pod Security profile, and hold no other NATS: the lab's own is deleted first
+    (``kubectl delete statefulset/nats service/nats service/nats-headless pvc/data-nats-0``).
     """
     return run_commands(install_nats_commands(namespace, context=context), run, settings)
 

@@ -6,9 +6,10 @@
 #            (the `notebooks` extra of pyproject.toml, with nats-server)
 #   dev      the same environment plus the test tools (the `dev` extra: pytest, playwright, ...)
 #   browser  Debian/Ubuntu's chromium, which the browser tests drive
-# Usage: scripts/setup.sh [lab|test|servers|python|dev|browser]
+#   tools    azure-cli and checkov for the tests, each in a venv of its own
+# Usage: scripts/setup.sh [lab|test|servers|python|dev|browser|tools]
 #   lab  (the default, `make setup` and `make lab`) = servers + python
-#   test (`make test`)                              = servers + dev + browser
+#   test (`make test`)                              = servers + dev + browser + tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -99,12 +100,41 @@ setup_browser() {
   say "✅ browser: installed"
 }
 
+# -- tools: the heavy third-party checkers of the test suite ---------------------------------
+# azure-cli (its own `az` parses every az command the lab shows, ~730 MB) and checkov (scans the
+# manifests and Dockerfiles) pin hundreds of dependencies that would clash with the lab's, so
+# each gets a virtual environment of its own under $TOOLS_DIR. A pinned version is installed
+# once; later runs find its stamp and skip it. `make test` calls this before pytest.
+TOOLS_DIR=${TOOLS_DIR:-$VENV/tools}
+TOOLS=("azure-cli==2.91.0 az" "checkov==3.3.30 checkov")
+
+setup_tools() {
+  local entry spec program name dir started
+  for entry in "${TOOLS[@]}"; do
+    read -r spec program <<<"$entry"
+    name=${spec%%==*}
+    dir="$TOOLS_DIR/$name"
+    if [ -x "$dir/bin/$program" ] && [ "$(cat "$dir/.installed" 2>/dev/null)" = "$spec" ]; then
+      say "✅ tools: $spec in $dir"
+      continue
+    fi
+    started=$SECONDS
+    rm -rf "$dir"
+    "$PYTHON" -m venv "$dir"
+    "$dir/bin/python" -m pip install -qq --upgrade pip
+    "$dir/bin/python" -m pip install -qq "$spec" || fail "pip could not install $spec into $dir"
+    echo "$spec" > "$dir/.installed"
+    say "✅ tools: $spec installed in $dir in $((SECONDS - started)) s"
+  done
+}
+
 case "${1:-lab}" in
   lab) setup_servers; setup_python notebooks ;;
-  test) setup_servers; setup_python dev; setup_browser ;;
+  test) setup_servers; setup_python dev; setup_browser; setup_tools ;;
   servers) setup_servers ;;
   python) setup_python notebooks ;;
   dev) setup_python dev ;;
   browser) setup_browser ;;
-  *) fail "usage: scripts/setup.sh [lab|test|servers|python|dev|browser]" ;;
+  tools) setup_tools ;;
+  *) fail "usage: scripts/setup.sh [lab|test|servers|python|dev|browser|tools]" ;;
 esac

@@ -1,34 +1,26 @@
 """The cluster helpers without a cluster: the exact commands for az, docker, kind and helm,
-the rule that nothing runs unless asked (and only in cluster mode), rendering the overlays,
-the rollout rules, and the port-forward bridge against a real local TCP server.
+the rule that nothing runs unless asked (and only in cluster mode), the ``%%cluster`` cells of
+the notebooks, ``make cluster``'s sentence when Docker or kind is missing, the background
+``kubectl port-forward``, rendering the overlays, and connecting.
 
 Everything that needs the Kubernetes API server is in tests/cluster/ (skipped without one).
 """
 
 from __future__ import annotations
 
+import os
 import socket
-import socketserver
+import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
-from lab_helpers import __version__, azure, cluster, helm, images
-from lab_helpers.cluster import (
-    ClusterError,
-    Command,
-    CommandError,
-    ModeError,
-    PortForward,
-    ToolMissingError,
-    run_commands,
-)
+from lab_helpers import __version__, azure, cluster, forward, helm, images, kind, manifests, shell
+from lab_helpers.cluster import ClusterError
+from lab_helpers.commands import Command, CommandError, ModeError, ToolMissingError, run_commands
 from lab_helpers.config import load_settings
-from tests.services import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_MODE = load_settings(env={"LAB_MODE": "cluster"})
@@ -39,23 +31,29 @@ def args_of(commands: list[Command]) -> list[list[str]]:
     return [list(c.args) for c in commands]
 
 
-# -- the commands ----------------------------------------------------------------------------
+# -- the Azure commands ----------------------------------------------------------------------
 
 
-def test_aks_cluster_is_small_on_the_free_tier_and_may_pull_from_the_registry(capsys):
-    commands = azure.create_cluster(registry="CryptoLab123")
+def test_the_aks_cluster_enforces_network_policies_and_fits_a_trial(capsys):
+    commands = azure.create_cluster()
     assert args_of(commands) == [
         [
             "az", "aks", "create",
             "--resource-group", "crypto-lab-rg", "--name", "crypto-lab-aks",
-            "--tier", "free", "--node-count", "2", "--node-vm-size", "Standard_B2s",
-            "--generate-ssh-keys", "--attach-acr", "cryptolab123",
+            "--tier", "free", "--node-count", "2", "--node-vm-size", "Standard_B2s_v2",
+            "--network-plugin", "azure", "--network-plugin-mode", "overlay",
+            "--network-dataplane", "cilium", "--network-policy", "cilium",
+            "--generate-ssh-keys",
         ]
     ]  # fmt: skip
     assert commands[0].returncode is None  # shown, never run
     shown = capsys.readouterr().out
     assert "$ az aks create --resource-group crypto-lab-rg" in shown
     assert "pass run=True, with LAB_MODE=cluster" in shown
+    # A free trial may run 4 vCPUs in a region: two nodes of 2.
+    assert azure.NODE_COUNT * 2 <= 4 and azure.VM_SIZE.startswith("Standard_B2")
+    with_registry = args_of(azure.create_cluster(registry="CryptoLab123"))[0]
+    assert with_registry[-2:] == ["--attach-acr", "cryptolab123"]
 
 
 def test_every_azure_step_builds_its_exact_command():
@@ -98,6 +96,20 @@ def test_azure_builds_images_for_linux_amd64_with_the_lab_version():
     ]  # fmt: skip
 
 
+def test_a_refused_acr_task_says_what_to_do_on_a_free_trial():
+    message = (
+        "(TasksOperationsNotAllowed) ACR Tasks requests for the registry cryptolab123 and "
+        "0000 are not permitted. Please file an Azure support request"
+    )
+    failing = Command(
+        (sys.executable, "-c", f"import sys; print({message!r}); sys.exit(1)"), hints=azure.HINTS
+    )
+    with pytest.raises(
+        CommandError, match="refused on free-trial subscriptions: deploy the prebuilt"
+    ):
+        run_commands([failing], run=True, settings=CLUSTER_MODE)
+
+
 @pytest.mark.parametrize("name", ["crypto-lab", "abc", "x" * 51, "lab_registry", ""])
 def test_registry_names_azure_would_refuse_are_refused_here(name):
     with pytest.raises(ClusterError, match="5 to 50 letters and digits"):
@@ -109,8 +121,11 @@ def test_a_suggested_registry_name_is_valid():
     assert azure.check_registry_name(name) == name
 
 
-def test_docker_builds_each_service_for_linux_amd64_from_the_repository_root():
-    command = images.build_command("ingest", "cryptolab123")
+# -- images ----------------------------------------------------------------------------------
+
+
+def test_aks_images_are_built_for_linux_amd64_kind_images_for_this_machine():
+    command = images.build_command("ingest", "cryptolab123", images.AKS_PLATFORM)
     assert list(command.args) == [
         "docker", "build", "--platform", "linux/amd64",
         "-f", "services/ingest/Dockerfile",
@@ -118,15 +133,12 @@ def test_docker_builds_each_service_for_linux_amd64_from_the_repository_root():
     ]  # fmt: skip
     assert command.cwd == ROOT
     assert (ROOT / "services" / "ingest" / "Dockerfile").exists()
-
-
-def test_kind_gets_locally_built_images_loaded_into_its_nodes():
+    # kind runs on this machine: its images are built for this machine's platform.
     commands = args_of(images.for_kind("lab"))
     assert len(commands) == 2 * len(images.SERVICES)
     for service in images.SERVICES:
         image = f"lab-{service}:{__version__}"
-        build = ["docker", "build", "--platform", "linux/amd64", "-f",
-                 f"services/{service}/Dockerfile", "-t", image, "."]  # fmt: skip
+        build = ["docker", "build", "-f", f"services/{service}/Dockerfile", "-t", image, "."]
         assert build in commands
         load = ["kind", "load", "docker-image", image, "--name", "lab"]
         assert commands.index(load) == commands.index(build) + 1
@@ -143,7 +155,6 @@ def test_a_registry_gets_docker_pushes_or_an_azure_build_without_docker():
     ]  # fmt: skip
     without = args_of(images.for_registry("cryptolab123", use_docker=False))
     assert [c[:3] for c in without] == [["az", "acr", "build"]] * len(images.SERVICES)
-    assert all(c[c.index("--platform") + 1] == "linux/amd64" for c in without)
 
 
 def test_no_image_is_ever_tagged_latest():
@@ -155,6 +166,34 @@ def test_no_image_is_ever_tagged_latest():
         images.image_name("api", version="latest")
     with pytest.raises(ClusterError, match="unknown service"):
         images.image_name("web")
+
+
+def test_an_own_registry_overlay_renders_with_its_images(tmp_path):
+    folder = images.overlay("cryptolab123", tmp_path / "aks-own")
+    objects = manifests.render(folder)
+    used = {
+        c["image"]
+        for o in objects
+        for c in o.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    }
+    assert {f"cryptolab123.azurecr.io/{i}:{__version__}" for i in images.LAB_IMAGES} <= used
+    assert not [i for i in used if images.PREBUILT_REGISTRY in i]
+
+
+def test_the_prebuilt_registry_is_the_repository_owner_s():
+    from lab_helpers.workbook import REPOSITORY
+
+    owner = REPOSITORY.removeprefix("https://github.com/").split("/")[0]
+    assert images.PREBUILT_REGISTRY == f"ghcr.io/{owner}"
+    component = yaml.safe_load(
+        (ROOT / "manifests" / "components" / "prebuilt-images" / "kustomization.yaml").read_text()
+    )
+    assert {i["newName"] for i in component["images"]} == {
+        f"{images.PREBUILT_REGISTRY}/{name}" for name in images.LAB_IMAGES
+    }
+
+
+# -- Helm ------------------------------------------------------------------------------------
 
 
 def test_helm_installs_nats_idempotently_from_the_pinned_official_chart():
@@ -219,42 +258,39 @@ def test_local_mode_is_the_default(monkeypatch):
         helm.install_nats(run=True)
 
 
+def without_tools(monkeypatch, tmp_path, *keep: str) -> None:
+    """PATH with only ``keep`` (real programs, linked) and bash; no .venv/bin either."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name in ("bash", *keep):
+        target = {"docker": "/bin/false"}.get(name) or subprocess.run(
+            ["which", name], capture_output=True, text=True
+        ).stdout.strip()
+        (folder / name).symlink_to(target)
+    monkeypatch.setenv("PATH", str(folder))
+    monkeypatch.setattr(sys, "executable", str(folder / "python-not-here"))
+
+
 @pytest.mark.parametrize(
     "step, hint",
     [
         (lambda **kw: azure.create_group(**kw), "install-azure-cli"),
-        (lambda **kw: helm.install_nats(**kw), "get-helm-3"),
+        (lambda **kw: helm.install_nats(**kw), "helm.sh/docs/intro/install"),
         (lambda **kw: images.for_kind(**kw), "https://docs.docker.com/get-docker/"),
         (lambda **kw: images.for_registry("cryptolab123", use_docker=True, **kw), "docker"),
     ],
 )
 def test_a_missing_tool_is_reported_before_anything_runs(step, hint, monkeypatch, tmp_path):
-    monkeypatch.setenv("PATH", str(tmp_path))
+    without_tools(monkeypatch, tmp_path)
     with pytest.raises(ToolMissingError, match=hint) as caught:
         step(run=True, settings=CLUSTER_MODE)
     assert "is not installed: install" in str(caught.value)
 
 
-def test_without_docker_the_images_are_built_in_azure(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert images.docker_available() is False
-    commands = images.for_registry("cryptolab123", ["source"])
-    assert args_of(commands)[0][:3] == ["az", "acr", "build"]
-    assert "no Docker daemon answers here" in capsys.readouterr().out
-
-
-def test_kind_load_needs_kind(monkeypatch, tmp_path):
-    # docker is found (a real program named docker), kind is not: the run stops before docker.
-    (tmp_path / "docker").symlink_to(sys.executable)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(ToolMissingError, match="kind.sigs.k8s.io"):
-        images.for_kind(run=True, settings=CLUSTER_MODE)
-
-
 def test_a_failed_command_says_what_to_do(capsys):
     quota = (
         "ERROR: Operation could not be completed as it results in exceeding approved "
-        "standardBSFamily Cores quota"
+        "standardBSv2Family Cores quota"
     )
     failing = Command(
         (sys.executable, "-c", f"import sys; print('working'); print({quota!r}); sys.exit(3)"),
@@ -269,10 +305,172 @@ def test_a_failed_command_says_what_to_do(capsys):
         run_commands([plain], run=True, settings=CLUSTER_MODE)
 
 
+def test_a_shell_line_runs_under_bash_with_pipefail(capsys):
+    ok = Command.line("echo one two | wc -w")
+    assert ok.tool == "echo" and str(ok) == "echo one two | wc -w"
+    ok.execute()
+    assert ok.output.strip() == "2"
+    broken = Command.line(f"{sys.executable} -c 'import sys; sys.exit(4)' | cat")
+    with pytest.raises(CommandError, match="exit status 4"):
+        broken.execute()
+
+
+# -- the notebooks' %%cluster cells ----------------------------------------------------------
+
+
+@pytest.fixture
+def cell_mode(monkeypatch):
+    """Restores the mode and LAB_MODE (a cluster mode sets it) after the test."""
+    monkeypatch.setenv("LAB_MODE", os.environ.get("LAB_MODE", "local"))
+    before = shell.mode()
+    yield
+    shell._mode = before
+
+
+def ipython_shell():
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    return start_ipython() or get_ipython()
+
+
+def test_local_mode_explains_each_command_and_runs_nothing(
+    cell_mode, monkeypatch, tmp_path, capsys
+):
+    without_tools(monkeypatch, tmp_path)  # nothing could run even if it tried
+    assert shell.use("local") == "local"
+    cell = """
+    # the lab's pods, with their nodes
+    kubectl -n crypto-lab get pods \\
+        -o wide
+    kubectl -n crypto-lab scale deployment ingest --replicas=3
+    """
+    records = shell.run_cell(cell)
+    out = capsys.readouterr().out
+    assert [r.line for r in records] == [
+        "kubectl -n crypto-lab get pods -o wide",
+        "kubectl -n crypto-lab scale deployment ingest --replicas=3",
+    ]
+    assert not any(r.ran for r in records) and shell.last() == records
+    assert "$ kubectl -n crypto-lab get pods -o wide\n  ↳ lists objects" in out
+    assert "↳ sets the number of pods of a Deployment" in out
+    assert out.rstrip().endswith("(local mode: shown, not run)")
+
+
+def test_cluster_mode_runs_each_line_and_stops_at_the_first_failure(cell_mode, capsys):
+    shell.use("kind")
+    assert os.environ["LAB_MODE"] == "cluster"
+    ok, failing, never = "echo first", f"{sys.executable} -c 'raise SystemExit(2)'", "echo never"
+    with pytest.raises(CommandError, match="exit status 2"):
+        shell.run_cell("\n".join([ok, failing, never]))
+    out = capsys.readouterr().out
+    assert "$ echo first\nfirst\n" in out and "never" not in out.split(failing)[-1]
+    assert [(r.line, r.returncode) for r in shell.last()] == [(ok, 0), (failing, 2)]
+
+
+def test_a_cell_for_one_cluster_mode_is_explained_in_the_other(cell_mode, capsys):
+    shell.use("kind")
+    records = shell.run_cell("docker push cryptolab123.azurecr.io/lab-api:0.1.0", only=("aks",))
+    assert not records[0].ran
+    assert "(aks only: shown, not run)" in capsys.readouterr().out
+
+
+def test_the_mode_is_checked(cell_mode, monkeypatch):
+    with pytest.raises(Exception, match="MODE='cluster' is not valid: use one of local, kind, aks"):
+        shell.use("cluster")
+    monkeypatch.setenv("LAB_MODE", "local")
+    assert shell.use(None) == "local"
+
+
+def test_the_cell_magic_expands_python_values_like_bang_lines(cell_mode, capsys):
+    ipython = ipython_shell()
+    ipython.user_ns["NAMESPACE"] = "crypto-lab-student07"
+    shell.use("local")
+    ipython.run_cell_magic("cluster", "", "kubectl -n {NAMESPACE} get pods\n")
+    assert "$ kubectl -n crypto-lab-student07 get pods" in capsys.readouterr().out
+    with pytest.raises(Exception, match="name kind, aks or nothing, not 'gke'"):
+        ipython.run_cell_magic("cluster", "gke", "kubectl get pods\n")
+
+
+# -- make cluster ----------------------------------------------------------------------------
+
+
+def test_make_cluster_says_in_one_sentence_what_is_missing(monkeypatch, tmp_path, capsys):
+    without_tools(monkeypatch, tmp_path)
+    assert kind.main(["up"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("⛔ make cluster needs Docker")
+    assert "https://docs.docker.com/get-docker/" in err and "kind.sigs.k8s.io" in err
+    assert "kubectl" in err and ".devcontainer" in err
+
+
+def test_make_cluster_tells_a_docker_without_its_daemon(monkeypatch, tmp_path):
+    without_tools(monkeypatch, tmp_path, "docker")  # `docker info` fails: no daemon
+    sentence = kind.missing()
+    assert sentence and "docker is installed, but `docker info` gets no answer" in sentence
+    assert "Docker (https://docs.docker.com" not in sentence
+
+
+def test_the_kind_config_names_the_cluster_and_pins_its_node():
+    config = yaml.safe_load(kind.CONFIG.read_text())
+    assert kind.cluster_name() == "crypto-lab" == images.KIND_CLUSTER
+    assert kind.context() == "kind-crypto-lab"
+    (node,) = config["nodes"]
+    assert "@sha256:" in node["image"] and node["image"].startswith("kindest/node:v1.")
+
+
+def test_make_cluster_down_without_kind_deletes_nothing(monkeypatch, tmp_path, capsys):
+    without_tools(monkeypatch, tmp_path)
+    monkeypatch.setenv("LAB_DIR", str(tmp_path / "lab"))
+    assert kind.main(["down"]) == 0
+    assert "no kind cluster to delete" in capsys.readouterr().out
+
+
+# -- kubectl port-forward in the background --------------------------------------------------
+
+
+def test_the_port_forward_command_is_kubectl_s():
+    assert forward.command("svc/api", 8000, "crypto-lab-x") == [
+        "kubectl", "port-forward", "--namespace", "crypto-lab-x", "svc/api", ":8000",
+    ]  # fmt: skip
+    assert forward.command("pod/influxdb-0", 8086, "n", 18086, "kind-lab")[-3:] == [
+        "18086:8086", "--context", "kind-lab",
+    ]  # fmt: skip
+
+
+def test_a_port_forward_that_cannot_start_says_why(monkeypatch, tmp_path):
+    with socket.socket() as sock:  # a port on which no API server listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = write_kubeconfig(tmp_path / "config", "gone", f"https://127.0.0.1:{port}")
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    with pytest.raises(ClusterError, match="port-forward .* stopped: .*refused"):
+        forward.port_forward("svc/api", 8000, "crypto-lab", timeout=60)
+
+
+# -- rendering the manifests -----------------------------------------------------------------
+
+
+def test_the_kind_overlay_renders_the_objects_of_the_contract():
+    objects = manifests.render("kind")
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    from lab_helpers.pods import WORKLOADS
+
+    for name, workload_kind in WORKLOADS.items():
+        assert (workload_kind, name) in names and ("Service", name) in names
+    assert not [o for o in objects if o["kind"] == "Secret"]
+
+
+def test_an_unknown_overlay_lists_the_ones_there_are():
+    with pytest.raises(ClusterError, match="no kustomize overlay 'nope': use one of aks, kind"):
+        manifests.render("nope")
+
+
 # -- kube contexts and connecting ------------------------------------------------------------
 
 
-def write_kubeconfig(path: Path, context: str, server: str) -> Path:
+def write_kubeconfig(path: Path, context: str, server: str, namespace: str | None = None) -> Path:
+    ctx = {"cluster": "c", "user": "u", **({"namespace": namespace} if namespace else {})}
     path.write_text(
         yaml.safe_dump(
             {
@@ -280,7 +478,7 @@ def write_kubeconfig(path: Path, context: str, server: str) -> Path:
                 "kind": "Config",
                 "clusters": [{"name": "c", "cluster": {"server": server}}],
                 "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
-                "contexts": [{"name": context, "context": {"cluster": "c", "user": "u"}}],
+                "contexts": [{"name": context, "context": ctx}],
                 "current-context": context,
             }
         )
@@ -300,8 +498,7 @@ def test_the_kube_context_comes_from_the_environment_or_the_kubeconfig(tmp_path)
 def test_connecting_without_a_context_says_how_to_get_one(monkeypatch, tmp_path):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.delenv("LAB_KUBE_CONTEXT", raising=False)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with pytest.raises(ClusterError, match="kind create cluster.*az aks get-credentials"):
+    with pytest.raises(ClusterError, match="make cluster.*az aks get-credentials"):
         cluster.connect()
 
 
@@ -318,264 +515,20 @@ def test_a_cluster_that_does_not_answer_is_one_sentence(monkeypatch, tmp_path):
         cluster.connect("other")
 
 
-def test_bad_arguments_fail_before_any_request():
-    with pytest.raises(ClusterError, match="no fixed tag"):
-        cluster.set_image("api", "api", "lab-api")
-    with pytest.raises(ClusterError, match="no fixed tag"):
-        cluster.set_image("api", "api", "example.azurecr.io/lab-api:latest")
-    with pytest.raises(ClusterError, match="0 or more"):
-        cluster.scale("ingest", -1)
-
-
-# -- rendering the manifests -----------------------------------------------------------------
-
-
-def rendered(overlay: str) -> list[dict]:
-    if not (ROOT / "manifests" / "overlays" / overlay / "kustomization.yaml").exists():
-        pytest.skip(f"manifests/overlays/{overlay} is not there yet")
-    try:
-        return cluster.render(overlay)
-    except ToolMissingError as err:
-        pytest.skip(f"cannot render without kubectl: {err}")
-
-
-def test_the_kind_overlay_renders_the_objects_of_the_contract():
-    objects = rendered("kind")
-    assert all(isinstance(o, dict) and o["kind"] and o["metadata"]["name"] for o in objects)
-    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
-    for name, kind in cluster.WORKLOADS.items():
-        assert (kind, name) in names and ("Service", name) in names
-    settings = next(o for o in objects if o["kind"] == "ConfigMap"
-                    and o["metadata"]["name"] == "lab-settings")  # fmt: skip
-    assert settings["data"] == {
-        "LAB_INFLUX_URL": "http://influxdb:8086",
-        "LAB_INFLUX_DB": "prices",
-        "LAB_NATS_URL": "nats://nats:4222",
-        "LAB_MODE": "cluster",
-    }
-    # The Secret is never in the manifests: create_secrets() makes it in the cluster.
-    assert not [o for o in objects if o["kind"] == "Secret"]
-    assert {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"} == {
-        cluster.DEFAULT_NAMESPACE
-    }
-    lab_images = [
-        c["image"]
-        for o in objects
-        for c in o.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-        if c["image"].split(":")[0] in cluster.LAB_IMAGES
-    ]
-    assert sorted(lab_images) == sorted(f"{i}:{__version__}" for i in cluster.LAB_IMAGES)
-
-
-def test_the_aks_overlay_takes_the_images_from_a_registry_given_at_apply_time():
-    objects = rendered("aks")
-    for obj in objects:
-        cluster.use_registry(obj, "cryptolab123")
-    images_used = {
-        c["image"]
-        for o in objects
-        for c in o.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-    }
-    for name in cluster.LAB_IMAGES:
-        assert f"cryptolab123.azurecr.io/{name}:{__version__}" in images_used
-    others = {i for i in images_used if "/lab-" not in i}
-    assert others and not any("cryptolab123" in i for i in others)  # InfluxDB, NATS stay
-
-
-def test_leaving_out_nats_for_helm_keeps_everything_else():
-    objects = rendered("kind")
-    kept = cluster.without(objects, ["nats"])
-    gone = {(o["kind"], o["metadata"]["name"]) for o in objects} - {
-        (o["kind"], o["metadata"]["name"]) for o in kept
-    }
-    assert gone == {("StatefulSet", "nats"), ("Service", "nats"), ("Service", "nats-headless")}
-
-
-def test_an_unknown_overlay_lists_the_ones_there_are():
-    with pytest.raises(ClusterError, match="no kustomize overlay 'nope'"):
-        cluster.render("nope")
-
-
-# -- the rules of kubectl rollout status -----------------------------------------------------
-
-
-def deployment(generation=2, observed=2, wanted=2, **status):
-    return {
-        "metadata": {"name": "api", "generation": generation},
-        "spec": {"replicas": wanted},
-        "status": {"observedGeneration": observed, **status},
-    }
-
-
-def test_a_deployment_is_rolled_out_when_every_new_replica_is_available():
-    state = cluster.rollout_state
-    assert state("Deployment", deployment(observed=1)) == (
-        False,
-        "waiting for the controller to see the new spec",
-    )
-    assert state("Deployment", deployment(updatedReplicas=1, replicas=2)) == (
-        False,
-        "1 of 2 new replicas updated",
-    )
-    assert state("Deployment", deployment(updatedReplicas=2, replicas=3)) == (
-        False,
-        "1 old replicas pending termination",
-    )
-    busy = deployment(updatedReplicas=2, replicas=2, availableReplicas=1)
-    assert state("Deployment", busy) == (False, "1 of 2 updated replicas available")
-    done = deployment(updatedReplicas=2, replicas=2, availableReplicas=2)
-    assert state("Deployment", done) == (True, "successfully rolled out")
-    stuck = deployment(conditions=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}])
-    with pytest.raises(ClusterError, match="exceeded its progress deadline"):
-        state("Deployment", stuck)
-
-
-def test_a_statefulset_is_rolled_out_when_ready_at_the_new_revision():
-    def sts(**status):
-        obj = deployment(wanted=1, **status)
-        obj["spec"]["updateStrategy"] = {"type": "RollingUpdate"}
-        return obj
-
-    state = cluster.rollout_state
-    assert state("StatefulSet", sts(readyReplicas=0)) == (False, "0 of 1 pods ready")
-    moving = sts(readyReplicas=1, updatedReplicas=0, currentRevision="a", updateRevision="b")
-    assert state("StatefulSet", moving) == (False, "0 of 1 pods at the new revision")
-    ready = sts(readyReplicas=1, updatedReplicas=1, currentRevision="b", updateRevision="b")
-    assert state("StatefulSet", ready) == (True, "rolling update complete: 1 pods ready")
-
-
-# -- the port-forward bridge, against a real local TCP server --------------------------------
-
-
-class Echo(socketserver.BaseRequestHandler):
-    def handle(self):
-        while data := self.request.recv(65536):
-            self.request.sendall(data)
-
-
-@pytest.fixture
-def echo_server():
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address
-    server.shutdown()
-    server.server_close()
-
-
-def exchange(port: int, payload: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-        client.sendall(payload)
-        received = b""
-        while len(received) < len(payload):
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-        return received
-
-
-def test_the_forward_carries_bytes_both_ways_for_many_connections(echo_server):
-    with PortForward(lambda: socket.create_connection(echo_server), description="echo") as fwd:
-        assert fwd.url == f"http://127.0.0.1:{fwd.port}" and fwd.active
-        big = bytes(range(256)) * 4096  # 1 MiB, every byte value
-        assert exchange(fwd.port, big) == big
-        results = {}
-        clients = [
-            threading.Thread(target=lambda i=i: results.update({i: exchange(fwd.port, b"n%d" % i)}))
-            for i in range(8)
-        ]  # fmt: skip
-        for client in clients:
-            client.start()
-        for client in clients:
-            client.join(timeout=20)
-        assert results == {i: b"n%d" % i for i in range(8)}
-        assert fwd.errors == []
-    assert not fwd.active
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", fwd.port), timeout=2)
-
-
-def test_http_clients_use_the_forward_like_the_service_itself():
-    import http.server
-
-    class Hello(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b'{"path": "%s"}' % self.path.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with PortForward(lambda: socket.create_connection(server.server_address)) as fwd:
-            with requests.Session() as session:  # keep-alive: one forwarded connection, reused
-                assert session.get(fwd.url + "/api/assets", timeout=10).json() == {
-                    "path": "/api/assets"
-                }
-                assert session.get(fwd.url + "/healthz", timeout=10).status_code == 200
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_a_connection_that_cannot_be_forwarded_is_closed_and_reported():
-    def refuse():
-        raise ClusterError("no ready pod behind Service 'api' yet")
-
-    with PortForward(refuse) as fwd:
-        with socket.create_connection(("127.0.0.1", fwd.port), timeout=10) as client:
-            assert client.recv(1) == b""  # closed at once, not left hanging
-        assert fwd.errors == [
-            "cannot open the forwarded connection: no ready pod behind Service 'api' yet"
-        ]
-
-
-def test_the_far_side_can_report_what_went_wrong(echo_server):
-    class Connector:
-        def __call__(self):
-            return socket.create_connection(echo_server)
-
-        def closed(self, remote):
-            return "api-0:8000: connection refused in the pod"
-
-    with PortForward(Connector()) as fwd:
-        assert exchange(fwd.port, b"ping") == b"ping"
-        wait_for(lambda: fwd.errors, 10, "the connector's report", every=0.02)
-        assert fwd.errors == ["api-0:8000: connection refused in the pod"]
-
-
-def test_closing_the_forward_ends_open_connections(echo_server):
-    fwd = PortForward(lambda: socket.create_connection(echo_server))
-    client = socket.create_connection(("127.0.0.1", fwd.port), timeout=10)
-    client.sendall(b"hello")
-    assert client.recv(5) == b"hello"
-    fwd.close()
-    client.settimeout(10)
-    try:
-        assert client.recv(1) == b""
-    except ConnectionResetError:
-        pass  # a reset is a way of being closed too
-    finally:
-        client.close()
-
-
-def test_a_local_port_in_use_is_one_sentence(echo_server):
-    with pytest.raises(ClusterError, match="cannot listen on 127.0.0.1:.*choose another"):
-        PortForward(lambda: None, local_port=echo_server[1])
-
-
 def test_the_command_line_fails_with_one_sentence_without_a_cluster(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.delenv("LAB_KUBE_CONTEXT", raising=False)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert cluster.main(["secrets", "--namespace", "crypto-lab"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("⛔ no Kubernetes context:") and err.count("\n") == 1
+
+
+def test_a_cell_for_some_learners_runs_only_when_its_variable_is_set(cell_mode, capsys):
+    ipython = ipython_shell()
+    shell.use("aks")
+    ipython.user_ns["REGISTRY"] = ""
+    ipython.run_cell_magic("cluster", "aks --when REGISTRY", "docker push x/lab-api:0.1.0\n")
+    assert not shell.last()[0].ran
+    assert "(REGISTRY is not set: shown, not run)" in capsys.readouterr().out
+    with pytest.raises(Exception, match="--when needs the name of a variable"):
+        ipython.run_cell_magic("cluster", "aks --when", "docker push x\n")

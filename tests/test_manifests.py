@@ -10,7 +10,6 @@ seconds per file: it reads its schema files again for every object).
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import os
@@ -18,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,7 +24,8 @@ import pytest
 import yaml
 
 import lab_helpers
-from lab_helpers import classlab
+from lab_helpers import classlab, helm
+from lab_helpers import images as lab_images
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
@@ -54,6 +53,9 @@ VARIANTS = ["base", "aks", "kind", *COMPONENT_VARIANTS, "classlab", "classlab-la
 # Variants that run the lab (the class lab's access objects alone have no workload).
 DEPLOYABLE = [v for v in VARIANTS if v != "classlab"]
 CLASS_STUDENTS = 3
+HELM_VALUES = yaml.safe_load(helm.NATS_VALUES.read_text())
+# The Helm NATS runs the same server image as the lab's own NATS.
+HELM_NATS_IMAGE_TAG = HELM_VALUES["container"]["image"]["tag"]
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -532,13 +534,14 @@ def test_images_are_the_lab_s_version_and_the_overlays_registries(rendered):
         n: f"lab-{n}:{version}" for n in OUR_SERVICES
     }
     assert {n: c["image"] for n, c in images("aks").items() if n in OUR_SERVICES} == {
-        n: f"{classlab.PLACEHOLDER_REGISTRY}/lab-{n}:{version}" for n in OUR_SERVICES
+        n: f"{lab_images.PREBUILT_REGISTRY}/lab-{n}:{version}" for n in OUR_SERVICES
     }
     kind = images("kind")
     assert {kind[n].get("imagePullPolicy") for n in OUR_SERVICES} == {"Never"}
     assert all("imagePullPolicy" not in kind[n] for n in SERVERS)  # pulled from Docker Hub
-    assert kind["influxdb"]["image"] == "docker.io/library/influxdb:1.8.10"
-    assert re.fullmatch(r"docker\.io/library/nats:2\.10\.\d+-alpine", kind["nats"]["image"])
+    # InfluxDB 1.x is maintained (1.12); its `latest` is InfluxDB 3, so the tag is exact.
+    assert kind["influxdb"]["image"] == "docker.io/library/influxdb:1.12.4"
+    assert kind["nats"]["image"] == f"docker.io/library/nats:{HELM_NATS_IMAGE_TAG}"
     labs = [c["image"] for n, c in images("classlab-labs").items() if n in OUR_SERVICES]
     assert labs and all(i.startswith("class.azurecr.io/lab-") for i in labs)
 
@@ -647,52 +650,145 @@ def test_student_role_covers_what_the_lab_needs_and_nothing_more(rendered):
     assert not any("*" in item for item in allowed)
 
 
-def test_class_quota_fits_the_lab_at_full_scale(rendered):
-    """The lab at its largest fits the quota: ingest at the autoscaler's maximum plus the
-    extra pod of a rolling update, and the api's update pod."""
+def helm_nats() -> dict:
+    """The StatefulSet of NATS from its Helm chart with the lab's values: rendered by
+    `helm template` where helm is installed (and can reach the chart), else made from the
+    values file (the chart merges `container.merge` and `reloader.merge` into its two
+    containers; the kind workflow renders it for real)."""
+    helm_bin = shutil.which("helm")
+    if helm_bin:
+        run = subprocess.run(
+            [helm_bin, "template", "nats", "nats", "--repo", helm.NATS_REPO,
+             "--version", helm.NATS_CHART_VERSION, "--values", str(helm.NATS_VALUES)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if run.returncode == 0:
+            docs = [d for d in yaml.safe_load_all(run.stdout) if d]
+            return named(docs, "StatefulSet", "nats")
+        if os.environ.get("CI"):
+            pytest.fail(f"helm template of the NATS chart failed:\n{run.stderr}")
+    containers = [{"name": "nats", "resources": HELM_VALUES["container"]["merge"]["resources"]}]
+    if HELM_VALUES["reloader"]["enabled"]:
+        resources = HELM_VALUES["reloader"]["merge"]["resources"]
+        containers.append({"name": "reloader", "resources": resources})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "nats"},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": containers}}},
+    }
+
+
+def surge(workload: dict) -> int:
+    """Extra pods during a rolling update: a Deployment's maxSurge (default 25 %, rounded up);
+    none for Recreate, and none for a StatefulSet (it replaces its pods one by one)."""
+    if workload["kind"] != "Deployment":
+        return 0
+    strategy = workload["spec"].get("strategy", {})
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return 0
+    value = (strategy.get("rollingUpdate") or {}).get("maxSurge", "25%")
+    replicas = workload["spec"].get("replicas", 1)
+    if isinstance(value, str) and value.endswith("%"):
+        return -(-replicas * int(value[:-1]) // 100)
+    return int(value)
+
+
+def worst_case(docs: list[dict], nats: dict) -> dict[str, float]:
+    """What one lab asks of its quota at its worst: every autoscaler at its maximum, every
+    rolling update's surge pods, every container of every pod (sidecars too), and NATS as the
+    larger of the lab's own and the Helm chart's."""
+    hpas = {
+        h["spec"]["scaleTargetRef"]["name"]: h for h in of_kind(docs, "HorizontalPodAutoscaler")
+    }
+    totals = dict.fromkeys(["requests.cpu", "requests.memory", "limits.cpu", "limits.memory"], 0.0)
+    totals["pods"] = 0
+    for workload in workloads(docs):
+        if name_of(workload) == "nats":
+            own = sum(quantity(c["resources"]["requests"]["cpu"]) for c in containers(workload))
+            chart = sum(quantity(c["resources"]["requests"]["cpu"]) for c in containers(nats))
+            workload = nats if chart >= own else workload
+        replicas = workload["spec"].get("replicas", 1)
+        if name_of(workload) in hpas:
+            replicas = hpas[name_of(workload)]["spec"]["maxReplicas"]
+        workload = {**workload, "spec": {**workload["spec"], "replicas": replicas}}
+        pods = replicas + surge(workload)
+        totals["pods"] += pods
+        for c in containers(workload):
+            for part in ("requests", "limits"):
+                for res in ("cpu", "memory"):
+                    totals[f"{part}.{res}"] += pods * quantity(c["resources"][part][res])
+    return totals
+
+
+def test_the_worst_case_is_counted_from_the_objects(rendered):
+    """The arithmetic of manifests/classlab/README.md, from the rendered objects."""
+    docs = next(iter(per_namespace(rendered["classlab-labs"]).values()))
+    nats = helm_nats()
+    totals = worst_case(docs, nats)
+    mib = 1024**2
+    assert totals["pods"] == 10
+    assert round(totals["requests.cpu"], 3) == 0.81
+    assert totals["requests.memory"] / mib == 1872
+    assert round(totals["limits.cpu"], 3) == 9.1
+    assert totals["limits.memory"] / mib == 4672
+    readme = (MANIFESTS / "classlab" / "README.md").read_text()
+    for figure in ("**810m**", "**1,872 MiB**", "**9.1**", "**4,672 MiB**", "**10**"):
+        assert figure in readme, figure
+    # Without the Helm chart's config reloader it would be 800m: what the first quota allowed.
+    pod = nats["spec"]["template"]["spec"]
+    alone = [c for c in pod["containers"] if c["name"] != "reloader"]
+    assert len(alone) == len(pod["containers"]) - 1
+    without = {**nats, "spec": {**nats["spec"], "template": {"spec": {"containers": alone}}}}
+    assert round(worst_case(docs, without)["requests.cpu"], 3) == 0.8
+
+
+def test_class_quota_fits_the_lab_at_its_worst(rendered):
+    """The lab at its worst (see worst_case) fits each student's quota and limit ranges."""
     access = per_namespace(rendered["classlab"])
+    nats = helm_nats()
     for namespace, docs in per_namespace(rendered["classlab-labs"]).items():
         quota = named(access[namespace], "ResourceQuota", "student-quota")["spec"]["hard"]
         hard = {key: quantity(value) for key, value in quota.items()}
         limits = named(access[namespace], "LimitRange", "student-limits")["spec"]["limits"]
         container_max = next(lim["max"] for lim in limits if lim["type"] == "Container")
         claim_max = next(lim["max"] for lim in limits if lim["type"] == "PersistentVolumeClaim")
-        hpa = named(docs, "HorizontalPodAutoscaler", "ingest")
-        total = dict.fromkeys(
-            ["requests.cpu", "requests.memory", "limits.cpu", "limits.memory"], 0.0
-        )
-        pods = claims = storage = 0
-        for workload in workloads(docs):
-            replicas = workload["spec"].get("replicas", 1)
-            if name_of(workload) == "ingest":
-                replicas = hpa["spec"]["maxReplicas"]
-            strategy = workload["spec"].get("strategy", {}).get("type", "RollingUpdate")
-            if workload["kind"] == "Deployment" and strategy == "RollingUpdate":
-                replicas += 1  # the new pod of a rolling update runs beside the old ones
-            pods += replicas
+        totals = worst_case(docs, nats)
+        for key in ("requests.cpu", "requests.memory", "limits.cpu", "limits.memory", "pods"):
+            assert totals[key] <= hard[key], f"{namespace}: {key} {totals[key]:g} > {hard[key]:g}"
+        for workload in [*workloads(docs), nats]:
             for c in containers(workload):
                 for part in ("requests", "limits"):
                     for res in ("cpu", "memory"):
                         value = quantity(c["resources"][part][res])
-                        total[f"{part}.{res}"] += replicas * value
                         assert value <= quantity(container_max[res]), (name_of(workload), part)
+        claims = storage = 0
+        for workload in workloads(docs):
             for template in workload["spec"].get("volumeClaimTemplates", []):
                 size = quantity(template["spec"]["resources"]["requests"]["storage"])
                 assert size <= quantity(claim_max["storage"])
                 claims, storage = claims + 1, storage + size
-        for key, used in total.items():
-            assert used <= hard[key], f"{namespace}: {key} {used:g} > quota {hard[key]:g}"
-        assert pods <= hard["pods"] and claims <= hard["persistentvolumeclaims"]
+        assert claims <= hard["persistentvolumeclaims"]
         assert storage <= hard["requests.storage"]
         assert hard["services.loadbalancers"] == 0
         assert not [s for s in of_kind(docs, "Service") if s["spec"].get("type") == "LoadBalancer"]
+
+
+def test_helm_nats_runs_the_lab_s_nats_image():
+    base = yaml.safe_load_all((MANIFESTS / "base" / "nats.yaml").read_text())
+    (sts,) = [d for d in base if d and d["kind"] == "StatefulSet"]
+    image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"docker.io/library/{HELM_VALUES['container']['image']['repository']}:" + (
+        HELM_NATS_IMAGE_TAG
+    )
+    assert helm.NATS_CHART_VERSION.startswith("2.")
 
 
 def test_class_sizing_for_thirty_students():
     """manifests/classlab/README.md: 30 students need four Standard_D8s_v5 nodes."""
     plan = classlab.sizing(30)
     quota = classlab.quota()
-    assert quota["requests.cpu"] == 0.8 and quota["persistentvolumeclaims"] == 2
+    assert quota["requests.cpu"] == 0.9 and quota["persistentvolumeclaims"] == 2
     assert (plan.by_cpu, plan.by_memory, plan.by_disks, plan.nodes) == (4, 3, 4, 4)
     assert "=> 4 nodes" in str(plan)
     assert classlab.sizing(30, "Standard_D16s_v5").nodes == 2
@@ -720,17 +816,25 @@ def test_the_teacher_command_answers_bad_input_with_one_sentence(capsys):
 def test_a_bare_registry_name_is_an_azure_container_registry(tmp_path):
     lab = classlab.lab_kustomization("crypto-lab-student01", tmp_path, "myclass")
     assert {i["newName"] for i in lab["images"]} == {
-        f"myclass.azurecr.io/{image}" for image in classlab.LAB_IMAGES
+        f"myclass.azurecr.io/{image}" for image in lab_images.LAB_IMAGES
     }
     local = classlab.lab_kustomization("crypto-lab-student01", tmp_path, "localhost:5001/")
     assert lab["images"][0]["newTag"] == lab_helpers.__version__
-    assert local["images"][0]["newName"] == "localhost:5001/lab-source"
+    assert "localhost:5001/lab-source" in {i["newName"] for i in local["images"]}
+    prebuilt = classlab.lab_kustomization("crypto-lab-student01", tmp_path)
+    assert f"{lab_images.PREBUILT_REGISTRY}/lab-source" in {
+        i["newName"] for i in prebuilt["images"]
+    }
+    kind = classlab.lab_kustomization("crypto-lab-student01", tmp_path, cluster="kind")
+    assert "images" not in kind and kind["resources"][0].endswith("manifests/overlays/kind")
+    with pytest.raises(classlab.ClassLabError, match="--cluster gke"):
+        classlab.lab_kustomization("crypto-lab-student01", tmp_path, cluster="gke")
 
 
 def test_generate_from_the_command_line(tmp_path, capsys):
     assert classlab.main(["generate", "--students", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "kubectl apply -k" in out and "--registry" in out  # the placeholder is pointed out
+    assert "kubectl apply -k" in out and "prebuilt images" in out and "--registry" in out
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.yaml")) == [
         "crypto-lab-student01/access.yaml",
         "crypto-lab-student01/lab/kustomization.yaml",
@@ -787,46 +891,3 @@ def test_kubeconfigs_when_the_cluster_does_not_answer(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert code == 1 and err.startswith(f"⛔ the cluster at {nobody.server} does not answer")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("kubeconfig"))
-
-
-def _kube_context() -> str | None:
-    from kubernetes import config
-
-    try:
-        _, active = config.list_kube_config_contexts(os.environ.get("KUBECONFIG"))
-    except (config.ConfigException, TypeError):
-        return None
-    return active["name"] if active else None
-
-
-def test_classlab_on_a_real_cluster(tmp_path):
-    """With a kube context (a cluster admin's): namespaces, quota and role are applied, and each
-    student's kubeconfig works in their namespace and is refused in another one."""
-    context = _kube_context()
-    if context is None:
-        pytest.skip("no kube context configured: the class lab is only applied to a real cluster")
-    from kubernetes import client, config
-
-    prefix = f"crypto-lab-t{uuid.uuid4().hex[:6]}-s"
-    names = classlab.student_namespaces(2, prefix)
-    admin = config.new_client_from_config(os.environ.get("KUBECONFIG"), context=context)
-    try:
-        files = classlab.kubeconfigs(2, tmp_path, hours=1, prefix=prefix)
-        assert [f.parent.name for f in files] == names
-        assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
-        student = config.new_client_from_config(config_file=str(files[0]))
-        core = client.CoreV1Api(student)
-        core.create_namespaced_config_map(names[0], {"metadata": {"name": "probe"}, "data": {}})
-        assert core.read_namespaced_resource_quota("student-quota", names[0]).spec.hard
-        with pytest.raises(client.ApiException) as refused:
-            core.list_namespaced_pod(names[1])
-        assert refused.value.status == 403
-        token = yaml.safe_load(files[0].read_text())["users"][0]["user"]["token"]
-        assert base64.urlsafe_b64decode(token.split(".")[1] + "==")  # a JWT
-    finally:
-        for name in names:
-            try:
-                client.CoreV1Api(admin).delete_namespace(name)
-            except client.ApiException as err:
-                if err.status != 404:
-                    raise

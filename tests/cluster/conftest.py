@@ -3,8 +3,8 @@
 It runs against ``$LAB_KUBE_CONTEXT`` or, when that is not set, the current kube context if
 it is a kind cluster (``kind-...``): a context of a shared or paid cluster is used only when
 named on purpose. Without one, every test is skipped at once, without a network call: the
-check only reads the kubeconfig file. The images must be in the cluster first
-(``python -m lab_helpers.images kind --run``; the GitHub workflow ``cluster.yml`` does it).
+check only reads the kubeconfig file. The images must be in the cluster first (``make
+cluster``; the GitHub workflow ``cluster.yml`` does it).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from lab_helpers import cluster
 
 NO_CLUSTER = (
-    "no Kubernetes cluster configured: set a kube context (e.g. kind create cluster) to run "
-    "the cluster suite"
+    "no Kubernetes cluster configured: run `make cluster` (kind, needs Docker) to run the "
+    "cluster suite"
 )
 
 
