@@ -1,4 +1,17 @@
-"""Step checks and exercise checkers for the notebooks: ✅ when right, ⛔ with a hint when not.
+"""Step checks and exercise checkers for the notebooks: ✅ when right, ⛔ with what to try.
+
+Both print one line and return nothing, so a cell that ends with one shows that line and
+nothing else:
+
+- ``check(condition, what, hint)``: a step of the lesson worked (the stack answers, or a
+  relation that the text states holds on this run);
+- ``check_exercise("04.2")``: the learner's answer to exercise 04.2 is right.
+
+An exercise is declared once, in ``lab_helpers/answers/`` (one module per notebook), as an
+:class:`Exercise`: the name the learner's answer goes into, the notebook names the checker
+reads, the hint, the estimated minutes, the reference computation that decides, and the
+plausible wrong answers the tests try on it. A notebook's checker cell is the single line
+``check_exercise("NN.k")``: expected values and reference code never appear in a notebook.
 
 A check never raises: a learner sees at once what is wrong and what to try, and the rest of
 the notebook still runs. The notebook tests count the ⛔ marks in the outputs, so a reference
@@ -11,17 +24,40 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import importlib
+import inspect
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import LabError
 
 OK, FAIL = "✅", "⛔"
 
 
-def check(condition: Any, what: str, hint: str = "") -> bool:
-    """Print ``✅ what`` if ``condition`` is true, else ``⛔ what: hint``; return the outcome.
+class Wrong(Exception):
+    """Raised by an exercise's ``verify`` when the answer is wrong; the message is the
+    feedback the learner reads (what is off, never the expected value)."""
+
+
+class Unanswered(LabError):
+    """Raised by :func:`todo`: the code of an exercise is not written yet."""
+
+
+def todo(key: str):
+    """The placeholder in an exercise's starting code: raises :class:`Unanswered`, which a
+    notebook shows as one line, and which the checker reads as "not done yet"."""
+    raise Unanswered(f"exercise {key} is not done yet: write your code in place of todo(...)")
+
+
+def check(condition: Any, what: str, hint: str = "") -> None:
+    """Print ``✅ what`` if ``condition`` is true, else ``⛔ what: hint``.
 
     ``condition`` may also be a function of no arguments: an exception it raises counts as a
-    failure and its message is shown, so a checker cell never stops with a traceback.
+    failure and its message is shown, so a cell never stops with a traceback.
     """
     error = ""
     if callable(condition):
@@ -30,21 +66,203 @@ def check(condition: Any, what: str, hint: str = "") -> bool:
         except Exception as err:  # a learner's unfinished code: show it, do not crash
             error = f" ({type(err).__name__}: {err})"
             condition = False
-    ok = bool(condition)
-    if ok:
+    if condition:
         print(f"{OK} {what}")
     else:
         print(f"{FAIL} {what}{error}" + (f": {hint}" if hint else ""))
-    return ok
 
 
-def check_exercise(test: Callable[[], Any], what: str, hint: str) -> bool:
-    """The checker cell after an exercise: runs ``test`` (which asserts on the learner's
-    result) and prints ✅ or ⛔ with ``hint``. An unanswered exercise (``NotImplementedError``,
-    a missing name, ``...`` left in place) gets the hint, never a traceback."""
+# -- exercises -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WrongAnswer:
+    """A plausible wrong answer to an exercise, for the tests: ``code`` replaces the solution
+    cell, and the checker must then say ⛔, with ``says`` in its line when given."""
 
-    def run():
-        result = test()
-        return True if result is None else result
+    code: str
+    says: str = ""
 
-    return check(run, what, hint)
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise of the workbook.
+
+    - ``key``: ``"NN.k"``, the notebook's number and the exercise's;
+    - ``title``: a few words, shown in the checker's line;
+    - ``answer``: the notebook name (variable or function) the learner's answer goes into,
+      one per exercise, so every checker can be run again in any order;
+    - ``uses``: other notebook names the checker reads (parameters, data, a running source);
+    - ``verify(answer, **uses)``: returns if the answer is right, raises :class:`Wrong` with
+      feedback if not;
+    - ``hint``: where to look; it never holds the answer;
+    - ``writes`` and ``checked_by``: what the learner writes and what decides (for the
+      teaching notes); ``minutes``: the time a learner needs;
+    - ``wrong``: plausible wrong answers (label -> :class:`WrongAnswer`) that the tests try.
+    """
+
+    key: str
+    title: str
+    answer: str
+    verify: Callable[..., None]
+    hint: str
+    writes: str
+    checked_by: str
+    minutes: int
+    uses: tuple[str, ...] = ()
+    wrong: Mapping[str, WrongAnswer] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"Exercise {self.key} · {self.title}"
+
+
+def _module(notebook: str):
+    from .answers import MODULES
+
+    if notebook not in MODULES:
+        raise LabError(f"notebook {notebook} has no exercises in lab_helpers.answers")
+    return importlib.import_module(f".answers.{MODULES[notebook]}", __package__)
+
+
+def exercises(notebook: str) -> list[Exercise]:
+    """The exercises of notebook ``notebook`` (``"04"``), in order."""
+    return list(_module(notebook).EXERCISES)
+
+
+def exercise(key: str) -> Exercise:
+    """The exercise ``key`` (``"04.2"``)."""
+    notebook = key.partition(".")[0]
+    for found in exercises(notebook):
+        if found.key == key:
+            return found
+    raise LabError(f"there is no exercise {key}: see lab_helpers/answers/")
+
+
+def _user_namespace() -> dict:
+    """The notebook's variables (the IPython user namespace), or {} outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return {}
+    shell = get_ipython()
+    return shell.user_ns if shell is not None else {}
+
+
+def _unanswered(answer: Any) -> bool:
+    return answer is Ellipsis or answer is None
+
+
+def _verdict(ex: Exercise, namespace: Mapping[str, Any]) -> str | None:
+    """None if the answer in ``namespace`` is right, else the feedback."""
+    if ex.answer not in namespace:
+        return f"`{ex.answer}` is not defined yet: run the exercise's cell first"
+    missing = [name for name in ex.uses if name not in namespace]
+    if missing:
+        return f"run the cells above first ({', '.join(missing)} not defined yet)"
+    answer = namespace[ex.answer]
+    if _unanswered(answer):
+        return "not answered yet"
+    try:
+        ex.verify(answer, **{name: namespace[name] for name in ex.uses})
+    except Unanswered:
+        return "not done yet: write your code in place of todo(...)"
+    except (Wrong, AssertionError) as err:
+        return str(err) or "not right yet"
+    except LabError as err:  # the stack, not the answer: say what to fix
+        return str(err)
+    except Exception as err:  # the learner's code raised: show it, do not crash
+        return f"your code raised {type(err).__name__}: {err}"
+    return None
+
+
+def check_exercise(key: str | Callable[[], Any], what: str = "", hint: str = "") -> None:
+    """The checker cell of an exercise: ``check_exercise("04.2")`` prints one line, ✅ or
+    ⛔ with feedback and a hint.
+
+    The answer and the other names it needs are read from the notebook's variables (see
+    :class:`Exercise`), so a missing one is a sentence, never a traceback.
+
+    The older form ``check_exercise(test, what, hint)``, whose ``test()`` asserts on the
+    answer, is kept for the notebooks whose checkers are still written inline.
+    """
+    if callable(key):
+        test = key
+
+        def run():
+            result = test()
+            return True if result is None else result
+
+        return check(run, what, hint)
+    ex = exercise(key)
+    feedback = _verdict(ex, _user_namespace())
+    if feedback is None:
+        print(f"{OK} {ex.label}")
+    else:
+        print(f"{FAIL} {ex.label}: {feedback.rstrip('.')}. Hint: {ex.hint}")
+
+
+# -- building blocks for verify functions ------------------------------------------------------
+def choice(correct: str, feedback: Mapping[str, str], options: Sequence[str]) -> Callable:
+    """``verify`` of a multiple-choice question: the answer is one of ``options`` (a letter);
+    ``feedback`` says, for each wrong option, why it is wrong."""
+
+    def verify(answer: Any) -> None:
+        picked = str(answer).strip().lower().strip("()")
+        if picked not in options:
+            raise Wrong(f"answer with one letter among {', '.join(options)} (a string)")
+        if picked != correct:
+            raise Wrong(feedback.get(picked, "not this one"))
+
+    return verify
+
+
+def _words(text: Any) -> str:
+    """Lower case, punctuation gone (a dot only inside a number), white space folded."""
+    kept = re.sub(r"[^\w\s.%-]", " ", str(text).lower()).split()
+    return " ".join(word.strip(".") for word in kept if word.strip("."))
+
+
+def short_answer(accept: Sequence[str], feedback: Mapping[str, str] | None = None) -> Callable:
+    """``verify`` of a short-answer question: the answer (a string) is right when, lower-cased
+    and without punctuation, it is one of ``accept``; ``feedback`` says, for known wrong
+    answers written the same way, why they are wrong."""
+    accepted = {_words(a) for a in accept}
+    known = {_words(k): v for k, v in (feedback or {}).items()}
+
+    def verify(answer: Any) -> None:
+        if not isinstance(answer, str):
+            raise Wrong("answer with a few words, as a string")
+        given = _words(answer)
+        if given not in accepted:
+            raise Wrong(known.get(given, "not this one"))
+
+    return verify
+
+
+def run_coroutine(coroutine, timeout: float = 60.0):
+    """Run ``coroutine`` to its end in a thread with an event loop of its own, and return its
+    result (or raise its exception). A checker is called from a notebook whose event loop is
+    already running; the learner's async code gets a fresh one."""
+    outcome: dict[str, Any] = {}
+
+    def target():
+        try:
+            outcome["value"] = asyncio.run(asyncio.wait_for(coroutine, timeout))
+        except BaseException as err:  # handed to the caller below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, name="exercise-check", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    if "error" in outcome:
+        raise outcome["error"]
+    if "value" not in outcome:
+        raise Wrong(f"your code did not finish within {timeout:.0f} s")
+    return outcome["value"]
+
+
+def call_async(function: Any, *args, timeout: float = 60.0):
+    """Call the learner's ``async def`` function and wait for its result (see
+    :func:`run_coroutine`); a plain function is refused with a sentence."""
+    if not inspect.iscoroutinefunction(function):
+        raise Wrong("keep it an `async def` function, as in the exercise's cell")
+    return run_coroutine(function(*args), timeout)

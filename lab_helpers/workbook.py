@@ -9,10 +9,13 @@ Command line::
     python -m lab_helpers.workbook check            # does every notebook follow the conventions?
     python -m lab_helpers.workbook student          # the student edition, into build/student
     python -m lab_helpers.workbook refresh          # run them and commit the outputs to notebooks/
+    python -m lab_helpers.workbook notes            # the tables of docs/teaching.md
 
 Each notebook runs in its own fresh kernel, with the ``notebooks/`` folder as working
 directory. The kernel is always ``python3`` (the environment's own), so notebook metadata never
-decides which one runs.
+decides which one runs. A headless run adds a static PNG copy to every plotly figure (kaleido
+with the system's Chromium), so that GitHub, nbviewer and nbconvert show the charts;
+JupyterLab keeps showing the interactive one.
 
 The conventions every notebook ``notebooks/NN_snake_case.ipynb`` follows (``check`` tests them):
 
@@ -22,17 +25,25 @@ The conventions every notebook ``notebooks/NN_snake_case.ipynb`` follows (``chec
 3. the code cell tagged ``parameters`` (papermill replaces it when a run sets parameters);
 4. the setup code cell (the first code cell after the parameters):
    ``from lab_helpers.workbook import setup`` and ``versions = setup()``;
-5. ... the lesson ... then a ``## Summary`` markdown cell, then the exercises, each four cells:
-   a markdown cell tagged ``exercise`` (the task), a code cell tagged ``exercise`` (the
-   learner's starting point), a code cell tagged ``solution`` and a code cell tagged
-   ``checker`` that calls :func:`lab_helpers.exercises.check_exercise`;
+5. ... the lesson, with its exercises where they belong, each four cells: a markdown cell
+   tagged ``exercise`` (the task), a code cell tagged ``exercise`` (the learner's starting
+   point), a code cell tagged ``solution`` and a code cell tagged ``checker`` that calls
+   ``lab_helpers.exercises.check_exercise``; then a ``## Summary`` markdown cell (after it,
+   only exercises may have code);
 6. a last markdown cell tagged ``navigation``.
+
+The notebooks whose exercises are declared in ``lab_helpers.answers`` (its ``MODULES``: see
+:func:`converted`) follow the workbook's full rules too: each checker cell is exactly
+``check_exercise("NN.k")`` for the exercises declared there, in order; the exercise and
+solution cells define the answer's name; at least two exercises; and the budgets of
+:data:`WORDS_PER_NOTEBOOK` and :data:`WORDS_PER_CELL` words of markdown.
 
 Cells whose output changes from run to run carry the tag ``nbval-ignore-output``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -66,7 +77,16 @@ LANGUAGE_INFO = {"name": "python"}
 
 NAME = re.compile(r"(\d\d)_[a-z0-9]+(?:_[a-z0-9]+)*\.ipynb")
 TITLE = re.compile(r"# (\d\d) · (\S.*)")
-TIME_NEEDED = re.compile(r"\*\*Time needed:\*\* about \d+ minutes")
+TIME_NEEDED = re.compile(r"\*\*Time needed:\*\* about (\d+) minutes")
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+STATIC_MIME = "image/png"
+FIGURE_SIZE = (900, 500)  # pixels of a static figure whose layout sets no size
+TEACHING_NOTES = project_root() / "docs" / "teaching.md"
+
+# The pace of the workbook (notebooks that follow the full rules, see `converted`).
+WORDS_PER_NOTEBOOK = 1_500
+WORDS_PER_CELL = 200
+WORDS_PER_MINUTE = 200  # reading speed of the pace table
 
 
 def setup(min_python: tuple[int, int] = (3, 11)) -> dict[str, str]:
@@ -118,6 +138,7 @@ class RunResult:
     seconds: float
     error: str | None = None
     output: Path | None = None
+    note: str = ""  # what the run could not do and is not an error (e.g. no static images)
 
     @property
     def ok(self) -> bool:
@@ -147,10 +168,13 @@ def run_notebook(
     parameters: dict | None = None,
     timeout: int = 600,
     lab_dir: Path | str | None = None,
+    static_images: bool = True,
 ) -> RunResult:
     """Execute one notebook with papermill; returns a :class:`RunResult` (never raises on a
     failing cell: the error is in ``result.error`` and in the output notebook). A step check
-    that printed ⛔ counts as a failure too.
+    that printed ⛔ counts as a failure too. With ``static_images``, every plotly figure of
+    the output also gets a PNG copy (see :func:`add_static_images`); when that is not
+    possible here, ``result.note`` says why.
 
     ``lab_dir`` runs it against the local stack in that folder instead of ``LAB_DIR``/``.lab``.
     """
@@ -170,7 +194,64 @@ def run_notebook(
         error = f"cell {err.exec_count}: {err.ename}: {err.evalue}"
     else:
         error = _failed_check(_read(out))
-    return RunResult(path.name, time.perf_counter() - started, error, out)
+    note = ""
+    if static_images and error is None:
+        try:
+            executed = _read(out)
+            if add_static_images(executed):
+                _save(executed, out)
+        except LabError as err:
+            note = str(err)
+    return RunResult(path.name, time.perf_counter() - started, error, out, note)
+
+
+def _figure_outputs(nb) -> list[dict]:
+    return [
+        out
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if PLOTLY_MIME in out.get("data", {})
+    ]
+
+
+def add_static_images(nb) -> int:
+    """Give every plotly figure output of ``nb`` a PNG copy (``image/png``) beside its
+    interactive JSON, drawn by kaleido with the system's Chromium: GitHub, nbviewer and
+    nbconvert show the PNG, JupyterLab the interactive figure. Returns how many figures it
+    drew; raises :class:`LabError` with what to install when it cannot draw."""
+    figures = _figure_outputs(nb)
+    if not figures:
+        return 0
+    try:
+        import kaleido
+        import plotly.graph_objects as go
+    except ImportError:
+        raise LabError(
+            "no static images: kaleido is missing (pip install kaleido, or make setup)"
+        ) from None
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            # One Chromium for all the figures: plotly then warns that per-call options are
+            # ignored, which is what we want.
+            warnings.simplefilter("ignore")
+            kaleido.start_sync_server(silence_warnings=True)
+            try:
+                for out in figures:
+                    fig = go.Figure(out["data"][PLOTLY_MIME])
+                    width = fig.layout.width or FIGURE_SIZE[0]
+                    height = fig.layout.height or FIGURE_SIZE[1]
+                    png = fig.to_image(format="png", width=width, height=height)
+                    out["data"][STATIC_MIME] = base64.b64encode(png).decode("ascii")
+            finally:
+                kaleido.stop_sync_server(silence_warnings=True)
+    except Exception as err:
+        raise LabError(
+            f"no static images: kaleido could not draw with Chromium ({type(err).__name__}: "
+            f"{err}); install Debian's chromium (scripts/setup.sh browser)"
+        ) from err
+    return len(figures)
 
 
 def _failed_check(nb) -> str | None:
@@ -185,7 +266,8 @@ def _failed_check(nb) -> str | None:
 
 def _print_result(result: RunResult) -> None:
     mark = "✅" if result.ok else "⛔"
-    print(f"{mark} {result.notebook:<40} {result.seconds:6.1f} s  {result.error or ''}", flush=True)
+    detail = result.error or (f"(note: {result.note})" if result.note else "")
+    print(f"{mark} {result.notebook:<40} {result.seconds:6.1f} s  {detail}", flush=True)
 
 
 def run(prefixes: list[str] | None = None, output_dir: Path = BUILD_DIR) -> list[RunResult]:
@@ -408,7 +490,7 @@ def check_notebook(path: Path, paths: list[Path] | None = None) -> list[str]:
             if tag in tags(cell) and i not in allowed:
                 problems.append(f"cell {i + 1} is tagged '{tag}' out of place")
 
-    # 5. summary, then the exercises
+    # 5. the exercises, the summary
     summary = [
         i
         for i, c in enumerate(cells)
@@ -416,7 +498,19 @@ def check_notebook(path: Path, paths: list[Path] | None = None) -> list[str]:
     ]
     if not summary:
         problems.append("a '## Summary' markdown cell is missing")
-    problems += _check_exercises(cells, summary[-1] if summary else None)
+    groups, shape_problems = exercise_groups(cells)
+    problems += shape_problems
+    if not groups:
+        problems.append("there is no exercise")
+    in_groups = {at + k for at in groups for k in range(4)}
+    if summary:
+        problems += [
+            f"cell {i + 1}: after the summary only exercises may have code"
+            for i in range(summary[-1] + 1, len(cells))
+            if cells[i].cell_type == "code" and i not in in_groups
+        ]
+    if match and match.group(1) in converted_numbers():
+        problems += _check_full_rules(match.group(1), cells, groups)
 
     # committed outputs: a reference run prints no ⛔ and raises nothing
     if nb.metadata.get("kernelspec", {}).get("name") != "python3":
@@ -432,46 +526,230 @@ def check_notebook(path: Path, paths: list[Path] | None = None) -> list[str]:
     return problems
 
 
-def _check_exercises(cells, summary: int | None) -> list[str]:
-    if summary is None:
-        return []  # reported once already: everything below is relative to the summary
-    problems = []
-    groups = 0
-    i = (summary or 0) + 1
-    last = len(cells) - 1
-    while i < last:
+EXERCISE_SHAPE = ((EXERCISE, "markdown"), (EXERCISE, "code"), (SOLUTION, "code"), (CHECKER, "code"))
+"""The four cells of an exercise: the task, the learner's start, the solution, the checker."""
+
+
+def exercise_groups(cells) -> tuple[list[int], list[str]]:
+    """Where each exercise starts (the index of its task cell), and what is wrong with the
+    shape of the exercises (see :data:`EXERCISE_SHAPE`)."""
+    starts, problems = [], []
+    i = 0
+    while i < len(cells):
         cell = cells[i]
         if EXERCISE in tags(cell) and cell.cell_type == "markdown":
-            kinds = [(c.cell_type, tags(c)) for c in cells[i + 1 : i + 4]]
-            shape = [("code", EXERCISE), ("code", SOLUTION), ("code", CHECKER)]
-            if len(kinds) < 3 or any(
-                k[0] != t or tag not in k[1] for k, (t, tag) in zip(kinds, shape)
+            group = cells[i : i + 4]
+            if len(group) == 4 and all(
+                tag in tags(c) and c.cell_type == kind
+                for c, (tag, kind) in zip(group, EXERCISE_SHAPE)
             ):
-                problems.append(
-                    f"the exercise at cell {i + 1} must be followed by code cells tagged "
-                    "'exercise', 'solution' and 'checker'"
-                )
-                i += 1
+                if "check_exercise(" not in group[3].source:
+                    problems.append(f"the checker at cell {i + 4} must call check_exercise(...)")
+                starts.append(i)
+                i += 4
                 continue
-            if "check_exercise(" not in cells[i + 3].source:
-                problems.append(f"the checker at cell {i + 4} must call check_exercise(...)")
-            groups += 1
-            i += 4
-        elif cell.cell_type == "code":
-            problems.append(f"cell {i + 1}: after the summary only exercises may have code")
-            i += 1
-        else:
-            i += 1  # free text between exercises (e.g. '## Exercises')
-    outside = [
-        n + 1
-        for n, c in enumerate(cells[: (summary or len(cells))])
-        if {EXERCISE, SOLUTION, CHECKER} & set(tags(c))
+            problems.append(
+                f"the exercise at cell {i + 1} must be followed by code cells tagged "
+                "'exercise', 'solution' and 'checker'"
+            )
+        elif {EXERCISE, SOLUTION, CHECKER} & set(tags(cell)):
+            problems.append(f"cell {i + 1} is an exercise cell outside an exercise's four cells")
+        i += 1
+    return starts, problems
+
+
+def converted_numbers() -> tuple[str, ...]:
+    """The numbers of the notebooks that follow the workbook's full rules: those whose
+    exercises are declared in ``lab_helpers.answers`` (its ``MODULES``, the one list)."""
+    from .answers import MODULES
+
+    return tuple(MODULES)
+
+
+def converted(folder: Path | None = None) -> list[Path]:
+    """The notebooks that follow the workbook's full rules (see :func:`converted_numbers`)."""
+    numbers = converted_numbers()
+    return [p for p in notebooks(folder=folder) if p.name[:2] in numbers]
+
+
+def _defines(source: str, name: str) -> bool:
+    """Does this code assign ``name`` or define a function of that name?"""
+    return bool(
+        re.search(rf"^(async\s+)?def\s+{re.escape(name)}\s*\(|^{re.escape(name)}\s*=", source, re.M)
+    )
+
+
+def _check_full_rules(number: str, cells, groups: list[int]) -> list[str]:
+    from .exercises import exercises
+
+    problems = []
+    declared = exercises(number)
+    found = [cells[at + 3].source.strip() for at in groups]
+    wanted = [f'check_exercise("{ex.key}")' for ex in declared]
+    if found != wanted:
+        problems.append(
+            f"the checker cells must be exactly {wanted} (the exercises declared in "
+            f"lab_helpers.answers), in order; found {found}"
+        )
+    if len(groups) < 2:
+        problems.append("a notebook needs at least two exercises")
+    for at, ex in zip(groups, declared):
+        task = cells[at].source.lstrip()
+        if not task.startswith(f"**Exercise {ex.key} · "):
+            problems.append(f"the task at cell {at + 1} must start with '**Exercise {ex.key} · '")
+        for offset, what in ((1, "starting"), (2, "solution")):
+            if not _defines(cells[at + offset].source, ex.answer):
+                problems.append(f"the {what} cell of exercise {ex.key} must define `{ex.answer}`")
+    words = markdown_words(cells)
+    if sum(words) > WORDS_PER_NOTEBOOK:
+        problems.append(f"{sum(words):,} words of markdown, more than {WORDS_PER_NOTEBOOK:,}")
+    problems += [
+        f"cell {i + 1} has {n} words of markdown, more than {WORDS_PER_CELL}"
+        for i, n in enumerate(words)
+        if n > WORDS_PER_CELL
     ]
-    if outside:
-        problems.append(f"exercise cells {outside} come before the summary")
-    if summary is not None and not groups:
-        problems.append("there is no exercise after the summary")
     return problems
+
+
+# -- the pace and the teaching notes ------------------------------------------------------
+_LINK_TARGET = re.compile(r"\]\([^)]*\)")
+_HTML_TAG = re.compile(r"<[^>]+>")
+
+
+def count_words(text: str) -> int:
+    """Words of a markdown text as a reader meets them: link targets and HTML tags do not
+    count, a token counts when it holds a letter or a digit."""
+    text = _HTML_TAG.sub(" ", _LINK_TARGET.sub("]", text))
+    return sum(1 for token in text.split() if re.search(r"[^\W_]", token))
+
+
+def markdown_words(cells) -> list[int]:
+    """The words of each cell (0 for code and navigation cells), cell by cell."""
+    return [
+        count_words(c.source) if c.cell_type == "markdown" and NAVIGATION not in tags(c) else 0
+        for c in cells
+    ]
+
+
+@dataclass
+class Pace:
+    """How long one notebook takes a learner: reading, and its exercises' estimates."""
+
+    notebook: str
+    words: int
+    longest_cell: int
+    exercises: int
+    exercise_minutes: int | None  # None: the exercises have no estimate yet
+    time_needed: int | None  # the header's "Time needed"
+
+    @property
+    def reading_minutes(self) -> float:
+        return self.words / WORDS_PER_MINUTE
+
+
+def pace(folder: Path | None = None, *, every: bool = False) -> list[Pace]:
+    """The :class:`Pace` of the notebooks that follow the full rules (:func:`converted`), or
+    of every notebook with ``every``."""
+    from .exercises import exercises
+
+    numbers = converted_numbers()
+    rows = []
+    for path in notebooks(folder=folder) if every else converted(folder):
+        cells = _read(path).cells
+        words = markdown_words(cells)
+        groups, _ = exercise_groups(cells)
+        number = path.name[:2]
+        minutes = sum(e.minutes for e in exercises(number)) if number in numbers else None
+        header = TIME_NEEDED.search(cells[0].source) if cells else None
+        rows.append(
+            Pace(path.stem, sum(words), max(words, default=0), len(groups), minutes,
+                 int(header.group(1)) if header else None)
+        )  # fmt: skip
+    return rows
+
+
+def pace_table(rows: list[Pace]) -> str:
+    """The pace of the notebooks as a markdown table, with a total."""
+
+    def minutes(value: float | None) -> str:
+        return "—" if value is None else f"{value:.0f}"
+
+    lines = [
+        "| notebook | words of markdown | longest cell | reading (min) | exercises | "
+        "exercises (min) | reading + exercises (min) | header's time needed (min) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        both = None if r.exercise_minutes is None else r.reading_minutes + r.exercise_minutes
+        lines.append(
+            f"| {r.notebook} | {r.words:,} | {r.longest_cell} | {minutes(r.reading_minutes)} | "
+            f"{r.exercises} | {minutes(r.exercise_minutes)} | {minutes(both)} | "
+            f"{minutes(r.time_needed)} |"
+        )
+    total_words = sum(r.words for r in rows)
+    known = [r.exercise_minutes for r in rows]
+    exercise_total = None if None in known else sum(known)
+    both = None if exercise_total is None else total_words / WORDS_PER_MINUTE + exercise_total
+    lines.append(
+        f"| all | {total_words:,} | {max((r.longest_cell for r in rows), default=0)} | "
+        f"{minutes(total_words / WORDS_PER_MINUTE)} | {sum(r.exercises for r in rows)} | "
+        f"{minutes(exercise_total)} | {minutes(both)} | "
+        f"{minutes(sum(r.time_needed or 0 for r in rows))} |"
+    )
+    return "\n".join(lines)
+
+
+def exercise_table(folder: Path | None = None) -> str:
+    """The exercises of the notebooks that follow the full rules, as a markdown table: what
+    the learner writes, what checks it, and the wrong answers the tests try on it."""
+    from .exercises import exercises
+
+    lines = [
+        "| exercise | the learner writes | checked by | wrong answers tried (each gets ⛔) | min |",
+        "|---|---|---|---|--:|",
+    ]
+    for path in converted(folder):
+        for ex in exercises(path.name[:2]):
+            wrong = "; ".join(ex.wrong)
+            lines.append(
+                f"| {ex.key} {ex.title} | {ex.writes} | {ex.checked_by} | {wrong} | {ex.minutes} |"
+            )
+    return "\n".join(lines)
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return (
+        f"<!-- {name}: written by `python -m lab_helpers.workbook notes`; do not edit -->",
+        f"<!-- /{name} -->",
+    )
+
+
+def notes_section(text: str, name: str, table: str) -> str:
+    """``text`` (the teaching notes) with the table between the markers of ``name``
+    (``pace`` or ``exercises``) replaced."""
+    start, end = _markers(name)
+    if start not in text or end not in text:
+        raise LabError(f"docs/teaching.md has no {name} markers: add {start} and {end}")
+    before, _, rest = text.partition(start)
+    _, _, after = rest.partition(end)
+    return f"{before}{start}\n{table}\n{end}{after}"
+
+
+def teaching_notes(text: str, folder: Path | None = None) -> str:
+    """The teaching notes with their generated tables (pace and exercises) brought up to
+    date."""
+    text = notes_section(text, "pace", pace_table(pace(folder)))
+    return notes_section(text, "exercises", exercise_table(folder))
+
+
+def write_notes(path: Path = TEACHING_NOTES, folder: Path | None = None) -> bool:
+    """Write the generated tables into the teaching notes; True when that changed the file."""
+    text = path.read_text()
+    new = teaching_notes(text, folder)
+    if new == text:
+        return False
+    path.write_text(new)
+    return True
 
 
 def check(folder: Path | None = None) -> dict[str, list[str]]:
@@ -512,6 +790,8 @@ def refresh(prefixes: list[str] | None = None) -> list[RunResult]:
             if result.ok and path.read_text() != source:
                 # Someone saved the notebook meanwhile: their edit wins over this run.
                 result.error = "the notebook changed while it ran: refresh it again"
+            if result.ok and result.note:
+                result.error = result.note  # the committed figures must show everywhere
             if result.ok:
                 _save(clean_metadata(_read(result.output)), path)
             _print_result(result)
@@ -521,9 +801,9 @@ def refresh(prefixes: list[str] | None = None) -> list[RunResult]:
 
 @command_line
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m lab_helpers.workbook run|nav|check|student|refresh``."""
+    """Command line: ``python -m lab_helpers.workbook run|nav|check|student|refresh|notes``."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = ("run", "nav", "check", "student", "refresh")
+    commands = ("run", "nav", "check", "student", "refresh", "notes")
     if not argv or argv[0] not in commands:
         print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
         return 2
@@ -535,6 +815,11 @@ def main(argv: list[str] | None = None) -> int:
     if command == "nav":
         changed = nav()
         print(f"navigation written; {len(changed)} notebook(s) changed")
+        return 0
+    if command == "notes":
+        changed = write_notes()
+        print(pace_table(pace(every=True)))
+        print(f"{TEACHING_NOTES} {'updated' if changed else 'already up to date'}")
         return 0
     if command == "student":
         written = student()
