@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 FIRST  := notebooks/00_welcome_and_setup.ipynb
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-test lab run test bench lint refresh student nav stack-up stack-down stack-status \
+.PHONY: help setup setup-test lab run test bench lint refresh student notes nav stack-up stack-down stack-status \
 	stack-logs stack-reset clean cluster cluster-down
 
 help: ## list the commands
@@ -32,11 +32,14 @@ run: setup stack-up ## execute every notebook headless (papermill) into build/no
 test: setup-test ## run the whole test suite (starts its own servers on free ports)
 	$(PY) -m pytest
 
-refresh: setup ## run every notebook against a fresh stack; save its outputs as the reference
+refresh: setup-test ## run every notebook against a fresh stack; save its outputs (with PNG figures) as the reference
 	$(PY) -m lab_helpers.workbook refresh
 
 student: setup ## the student edition (no solutions, no outputs) into build/student
 	$(PY) -m lab_helpers.workbook student
+
+notes: setup ## rewrite the reading-time and exercise tables of docs/teaching.md
+	$(PY) -m lab_helpers.workbook notes
 
 nav: setup ## rewrite the notebooks' Binder badges and navigation links
 	$(PY) -m lab_helpers.workbook nav
