@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 import lab_helpers
-from lab_helpers import classlab, helm
+from lab_helpers import classlab, helm, policy
 from lab_helpers import images as lab_images
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,74 +248,32 @@ def test_variant_is_valid_kubernetes(rendered, validate, variant, version):
 # ---------------------------------------------------------------------------- pods
 
 
-def containers(workload: dict) -> list[dict]:
-    spec = workload["spec"]["template"]["spec"]
-    return spec.get("initContainers", []) + spec["containers"]
-
-
-def effective(workload: dict, container: dict, key: str):
-    """A securityContext setting of a container, or else of its pod."""
-    own = container.get("securityContext") or {}
-    pod = workload["spec"]["template"]["spec"].get("securityContext") or {}
-    return own.get(key, pod.get(key))
+containers = policy.containers
 
 
 @pytest.mark.parametrize("variant", DEPLOYABLE)
 def test_every_container_is_limited_probed_and_hardened(rendered, variant):
+    """The rules of lab_helpers.policy (which notebook 02 holds a learner's manifest to):
+    requests and limits, probes on declared ports, non-root, no privilege, pinned images, and
+    a read-only root file system for the lab's own services."""
     problems = []
     for workload in workloads(rendered[variant]):
-        spec = workload["spec"]["template"]["spec"]
-        where = f"{workload['kind']}/{name_of(workload)}"
-        if spec.get("automountServiceAccountToken") is not False:
-            problems.append(f"{where}: automountServiceAccountToken must be false")
-        if not isinstance(spec.get("terminationGracePeriodSeconds"), int):
-            problems.append(f"{where}: no terminationGracePeriodSeconds")
-        for c in containers(workload):
-            at = f"{where} container {c['name']}"
-            resources = c.get("resources", {})
-            for part in ("requests", "limits"):
-                for res in ("cpu", "memory"):
-                    if res not in resources.get(part, {}):
-                        problems.append(f"{at}: no {part}.{res}")
-            for probe in ("readinessProbe", "livenessProbe"):
-                if probe not in c:
-                    problems.append(f"{at}: no {probe}")
-            if effective(workload, c, "runAsNonRoot") is not True:
-                problems.append(f"{at}: runAsNonRoot is not true")
-            user = effective(workload, c, "runAsUser")
-            if not isinstance(user, int) or user == 0:
-                problems.append(f"{at}: runAsUser must be a number other than 0, not {user!r}")
-            if (effective(workload, c, "seccompProfile") or {}).get("type") != "RuntimeDefault":
-                problems.append(f"{at}: seccompProfile is not RuntimeDefault")
-            own = c.get("securityContext") or {}
-            if own.get("allowPrivilegeEscalation") is not False:
-                problems.append(f"{at}: allowPrivilegeEscalation is not false")
-            if (own.get("capabilities") or {}).get("drop") != ["ALL"]:
-                problems.append(f"{at}: capabilities do not drop ALL")
-            if name_of(workload) in OUR_SERVICES and own.get("readOnlyRootFilesystem") is not True:
-                problems.append(f"{at}: our services run with a read-only root file system")
-            image = c["image"]
-            tag = image.rsplit("/", 1)[-1].partition(":")[2]
-            if "@sha256:" not in image and (not tag or tag == "latest"):
-                problems.append(f"{at}: image {image} is not pinned to a tag")
+        problems += policy.workload_problems(workload, own=name_of(workload) in OUR_SERVICES)
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("variant", DEPLOYABLE)
-def test_probes_point_at_declared_ports(rendered, variant):
-    problems = []
-    for workload in workloads(rendered[variant]):
-        for c in containers(workload):
-            declared = {p["containerPort"] for p in c.get("ports", [])}
-            declared |= {p["name"] for p in c.get("ports", []) if "name" in p}
-            for key in ("startupProbe", "readinessProbe", "livenessProbe"):
-                probe = c.get(key)
-                if probe is None:
-                    continue
-                port = (probe.get("httpGet") or probe.get("tcpSocket") or {}).get("port")
-                if port not in declared:
-                    problems.append(f"{name_of(workload)} {key}: port {port} is not declared")
-    assert not problems, "\n".join(problems)
+def test_the_policy_names_each_broken_rule(rendered):
+    api = named(rendered["kind"], "Deployment", "api")
+    assert policy.workload_problems(api, own=True) == []
+    broken = json.loads(json.dumps(api))
+    (c,) = broken["spec"]["template"]["spec"]["containers"]
+    del c["resources"]["limits"]
+    c["readinessProbe"]["httpGet"]["port"] = 9999
+    c["securityContext"]["readOnlyRootFilesystem"] = False
+    broken["spec"]["template"]["spec"]["securityContext"]["runAsUser"] = 0
+    found = " | ".join(policy.workload_problems(broken, own=True))
+    for says in ("no limits.cpu", "port 9999", "read-only root", "runAsUser must be"):
+        assert says in found, found
 
 
 @pytest.mark.parametrize("variant", DEPLOYABLE)
@@ -391,9 +349,9 @@ def allowed_sources(docs: list[dict], target: dict) -> dict[int | str, set[str] 
         p for p in of_kind(docs, "NetworkPolicy") if matches(p["spec"]["podSelector"], labels)
     ]
     access: dict[int | str, set[str] | str] = {}
-    for policy in policies:
-        assert "Ingress" in policy["spec"]["policyTypes"], policy["metadata"]["name"]
-        for rule in policy["spec"].get("ingress", []):
+    for netpol in policies:
+        assert "Ingress" in netpol["spec"]["policyTypes"], netpol["metadata"]["name"]
+        for rule in netpol["spec"].get("ingress", []):
             ports = [p["port"] for p in rule.get("ports", [])] or ["any"]
             for port in ports:
                 if "from" not in rule:

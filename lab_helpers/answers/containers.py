@@ -1,0 +1,283 @@
+"""Exercises of notebook 01 (microservices and containers) and how they are checked.
+
+01.1: the Dockerfile of the stats service (`services/stats/`), read by Docker's own parser,
+linted by hadolint, held to the lab's rules (`lab_helpers.dockerfiles`), then its command run
+as a local process with the file's settings, whose `/healthz` must answer 200.
+01.2: the `docker` commands that build, run, list and ship that image, taken apart with
+docker's documented options (`lab_helpers.cmdline`); in kind mode the notebook runs them.
+01.3: what a container shares with its host that a virtual machine does not.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from .. import __version__, cmdline, dockerfiles
+from ..config import project_root
+from ..exercises import Exercise, Wrong, WrongAnswer, choice
+
+SERVICE = "stats"
+PORT = 8003  # the stats service's port (services/stats/settings.py)
+IMAGE = f"lab-{SERVICE}:{__version__}"
+# Where the learner's files go: not committed (build/ is ignored), so the repository holds no
+# answer; the kind workflow builds the image from there.
+EXERCISE_DIR = project_root() / "build" / "exercises" / SERVICE
+DOCKERFILE = EXERCISE_DIR / "Dockerfile"
+
+
+def save_dockerfile(text: str) -> str:
+    """Write the learner's Dockerfile to `build/exercises/stats/Dockerfile`; returns that
+    path, relative to the repository (what `docker build -f` takes)."""
+    if not isinstance(text, str) or not text.strip():
+        raise Wrong("write the Dockerfile first (exercise 01.1)")
+    EXERCISE_DIR.mkdir(parents=True, exist_ok=True)
+    DOCKERFILE.write_text(text if text.endswith("\n") else text + "\n")
+    return DOCKERFILE.relative_to(project_root()).as_posix()
+
+
+# -- 01.1 the Dockerfile -----------------------------------------------------------------------
+def verify_dockerfile(stats_dockerfile, API) -> None:
+    if not isinstance(stats_dockerfile, str):
+        raise Wrong("`stats_dockerfile` is the Dockerfile's text, as one string")
+    try:
+        image = dockerfiles.parse(stats_dockerfile)
+    except dockerfiles.DockerfileError as err:
+        raise Wrong(str(err)) from None
+    findings = dockerfiles.hadolint(stats_dockerfile)
+    if findings:
+        raise Wrong(f"hadolint: {findings[0]}")
+    problems = dockerfiles.rule_problems(image, project_root())
+    if problems:
+        raise Wrong(problems[0])
+    if image.env.get("LAB_PORT") != str(PORT):
+        raise Wrong(f"the stats service listens on LAB_PORT: set it to {PORT} with ENV")
+    with dockerfiles.run_locally(image, project_root(), env={"STATS_API_URL": API}) as run:
+        try:
+            status = run.probe("/healthz")
+        except dockerfiles.DockerfileError as err:
+            raise Wrong(f"its command does not serve: {err}") from None
+    if status != 200:
+        raise Wrong(f"its /healthz answered {status}, not 200")
+
+
+# -- 01.2 the docker commands ------------------------------------------------------------------
+STEPS = ("build", "run", "ps", "images", "tag", "push")
+
+
+def _parse(commands: dict, step: str) -> cmdline.Parsed:
+    line = commands.get(step)
+    if line is None or line is Ellipsis:
+        raise Wrong(f'write the "{step}" command')
+    try:
+        parsed = cmdline.docker(line)
+    except cmdline.CommandLineError as err:
+        raise Wrong(f"{step}: {err}") from None
+    wanted = {"build": "build", "run": "run", "ps": "ps", "images": "images", "tag": "tag",
+              "push": "push"}[step]  # fmt: skip
+    if parsed.command[0] != wanted:
+        raise Wrong(f'"{step}" is a `docker {wanted}` command')
+    return parsed
+
+
+def verify_docker_commands(docker_commands, ACR) -> None:
+    if not isinstance(docker_commands, dict) or set(docker_commands) != set(STEPS):
+        raise Wrong(f"`docker_commands` is a dict with the keys {', '.join(STEPS)}")
+    build, run, ps, images, tag, push = (_parse(docker_commands, s) for s in STEPS)
+    dockerfile = posixpath.normpath(build.value("--file") or "Dockerfile")
+    if dockerfile != DOCKERFILE.relative_to(project_root()).as_posix():
+        raise Wrong("build: -f names the Dockerfile you wrote, build/exercises/stats/Dockerfile")
+    if build.args != ["."]:
+        raise Wrong(
+            "build: the context (the last argument) is the repository's root, `.`: the image "
+            "copies lab_helpers/ and services/ from there"
+        )
+    tags = build.values("--tag")
+    if IMAGE not in tags:
+        latest = [t for t in tags if t.endswith(":latest") or ":" not in t]
+        raise Wrong(
+            "build: tag the image with the lab's version, which names one build"
+            + (" (never latest)" if latest else "")
+        )
+    if run.args[:1] != [IMAGE]:
+        raise Wrong(f"run: start the image you built ({IMAGE} is its tag)")
+    if not run.has("--detach"):
+        raise Wrong("run: -d (detached), or the cell would wait for the service to end")
+    try:
+        ports, env = cmdline.published(run), cmdline.environment(run)
+    except cmdline.CommandLineError as err:
+        raise Wrong(f"run: {err}") from None
+    if not ports:
+        raise Wrong("run: publish the service's port with -p, or nothing outside reaches it")
+    if any(inside != PORT for _, _, inside in ports):
+        raise Wrong(f"run: the container listens on {PORT} (its EXPOSE): -p HOST:{PORT}")
+    if any(address != "127.0.0.1" for address, _, _ in ports):
+        raise Wrong("run: publish on 127.0.0.1 only (-p 127.0.0.1:HOST:PORT), not to your network")
+    if "STATS_API_URL" not in env:
+        raise Wrong("run: the service needs the api's address, STATS_API_URL, with -e")
+    if not ps.has("--all"):
+        raise Wrong("ps: add -a, which lists stopped containers too (a crashed one, say)")
+    if images.args not in ([], [IMAGE.split(":")[0]], [IMAGE]):
+        raise Wrong("images: list the images (optionally only lab-stats)")
+    remote = f"{ACR}.azurecr.io/{IMAGE}"
+    if tag.args != [IMAGE, remote]:
+        raise Wrong(
+            f"tag: `docker tag SOURCE TARGET`, from the image you built to its name in your "
+            f"registry, {ACR}.azurecr.io/ followed by the same name and version"
+        )
+    if push.args != [remote]:
+        raise Wrong("push: the name the image has in your registry, as you tagged it")
+
+
+# -- wrong answers ----------------------------------------------------------------------------
+# The parts of a right Dockerfile, for the plausible wrong ones the tests try.
+_BUILD = """# The stats service. Build from the repository root:
+#   docker build -f build/exercises/stats/Dockerfile -t lab-stats:0.1.0 .
+FROM python:3.11.13-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+COPY services/requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY lab_helpers lab_helpers
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
+
+"""
+_FINAL = """FROM {base}
+RUN groupadd --system --gid 10001 lab \\\\
+    && useradd --system --uid 10001 --gid lab --no-create-home --shell /usr/sbin/nologin lab
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+{copy}ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\\\
+    LAB_HOST=0.0.0.0 LAB_PORT=8003
+{user}EXPOSE 8003
+ENTRYPOINT ["python", "services/stats/{script}"]
+"""
+_COPY = "COPY services/stats services/stats\n"
+_USER = "USER 10001\n"
+
+
+def _dockerfile(base="python:3.11.13-slim-bookworm", copy=_COPY, user=_USER, script="main.py",
+                build=_BUILD) -> str:  # fmt: skip
+    text = build + _FINAL.format(base=base, copy=copy, user=user, script=script)
+    return f'stats_dockerfile = """\\\n{text}"""\n'
+
+
+_SINGLE_STAGE = """FROM python:3.11.13-slim-bookworm
+ENV PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY services/requirements.txt /tmp/requirements.txt
+RUN pip install --no-cache-dir -r /tmp/requirements.txt
+COPY pyproject.toml README.md ./
+COPY lab_helpers lab_helpers
+RUN pip install --no-cache-dir --no-deps .
+COPY services/stats services/stats
+ENV PYTHONUNBUFFERED=1 LAB_HOST=0.0.0.0 LAB_PORT=8003
+USER 10001
+EXPOSE 8003
+ENTRYPOINT ["python", "services/stats/main.py"]
+"""
+_COMMANDS = {
+    "build": 'f"docker build -f build/exercises/stats/Dockerfile -t {TAG} ."',
+    "run": 'f"docker run -d --name lab-stats-try -p 127.0.0.1:8003:{PORT} '
+    '-e STATS_API_URL=http://127.0.0.1:8000 lab-stats:0.1.0"',
+    "ps": '"docker ps -a"',
+    "images": '"docker images lab-stats"',
+    "tag": 'f"docker tag lab-stats:0.1.0 {ACR}.azurecr.io/lab-stats:0.1.0"',
+    "push": 'f"docker push {ACR}.azurecr.io/lab-stats:0.1.0"',
+}
+
+
+def _commands(tag="lab-stats:0.1.0", port="8003", **changed) -> str:
+    items = {**_COMMANDS, **changed}
+    body = "".join(f'    "{k}": {v},\n' for k, v in items.items())
+    return f'TAG, PORT = "{tag}", "{port}"\ndocker_commands = {{\n{body}}}\n'
+
+
+EXERCISES = [
+    Exercise(
+        key="01.1",
+        title="the stats service's Dockerfile",
+        answer="stats_dockerfile",
+        uses=("API",),
+        verify=verify_dockerfile,
+        hint="services/ingest/Dockerfile (printed in step 1) follows every rule; the stats "
+        "service differs in its folder, its port and its settings (services/stats/README.md)",
+        writes="the Dockerfile of the stats service: a multi-stage build, a pinned base, a "
+        "non-root user, its settings, port and command",
+        checked_by="Docker's own parser (the `dockerfile` package), hadolint, the lab's rules "
+        "(lab_helpers.dockerfiles: pinned, multi-stage, numeric non-root USER, files copied, "
+        "EXPOSE = LAB_PORT), then its ENTRYPOINT run as a local process with the file's ENV, "
+        "whose /healthz must answer 200",
+        minutes=12,
+        wrong={
+            "base image not pinned": WrongAnswer(
+                _dockerfile(base="python:3.11-slim"), says="not pinned"
+            ),
+            "runs as root": WrongAnswer(_dockerfile(user=""), says="no USER"),
+            "one stage": WrongAnswer(
+                f'stats_dockerfile = """\\\n{_SINGLE_STAGE}"""\n', says="multi-stage"
+            ),
+            "the service's code not copied": WrongAnswer(
+                _dockerfile(copy=""), says="not in the image"
+            ),
+            "the wrong module as the command": WrongAnswer(
+                _dockerfile(script="returns.py"), says="exited with code"
+            ),
+        },
+    ),
+    Exercise(
+        key="01.2",
+        title="build, run, list and ship it",
+        answer="docker_commands",
+        uses=("ACR",),
+        verify=verify_docker_commands,
+        hint="`docker build --help`, `docker run --help`: the tag (-t), the Dockerfile (-f), "
+        "detached (-d), publish (-p ADDRESS:HOST:CONTAINER), environment (-e NAME=value); "
+        "the Dockerfile's EXPOSE says the container's port",
+        writes="the `docker build`, `run -p ... -e ...`, `ps -a`, `images`, `tag` and `push` "
+        "command lines for the stats image",
+        checked_by="each line split with the shell's rules (shlex) and taken apart with "
+        "docker's documented options (lab_helpers.cmdline): file, context, tag, port mapping, "
+        "environment, registry name; in kind mode the notebook runs them",
+        minutes=8,
+        wrong={
+            "tagged latest": WrongAnswer(_commands(tag="lab-stats:latest"), says="version"),
+            "the api's port inside the container": WrongAnswer(
+                _commands(port="8000"), says="listens on 8003"
+            ),
+            "ps without -a": WrongAnswer(_commands(ps='"docker ps"'), says="-a"),
+            "the service's folder as the context": WrongAnswer(
+                _commands(build='f"docker build -f build/exercises/stats/Dockerfile -t {TAG} '
+                'services/stats"'),
+                says="context",
+            ),  # fmt: skip
+        },
+    ),
+    Exercise(
+        key="01.3",
+        title="a container or a virtual machine?",
+        answer="shared_with_host",
+        verify=choice(
+            "b",
+            {
+                "a": "each container has a file system of its own, the image's layers: "
+                "step 1 built one",
+                "c": "with -p you mapped a port of the host to the container's: it has an "
+                "address of its own",
+                "d": "compare the two kernel releases printed in step 3",
+            },
+            ("a", "b", "c", "d"),
+        ),
+        hint="compare the two lines step 3 printed: the host's and the container's",
+        writes="a multiple-choice answer: what a container shares with its host, and a "
+        "virtual machine does not",
+        checked_by="the letter, with feedback on each wrong one",
+        minutes=2,
+        wrong={
+            "the file system": WrongAnswer('shared_with_host = "a"\n', says="file system"),
+            "nothing": WrongAnswer('shared_with_host = "d"\n', says="kernel"),
+        },
+    ),
+]
+

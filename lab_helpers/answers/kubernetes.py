@@ -1,0 +1,375 @@
+"""Exercises of notebook 02 (Kubernetes) and how they are checked.
+
+02.1: the Deployment and Service of the stats service, validated by kubernetes-validate
+(strict), held to the lab's rules (`lab_helpers.policy`), rendered with the lab's overlay by
+`kubectl kustomize`, and their container's command run with the manifest's environment: its
+probes' paths must answer 200.
+02.3: the `kubectl` commands that scale, replace a pod, follow and undo a rollout and read the
+logs: the real kubectl reads each line (`lab_helpers.cmdline`); in kind mode they run.
+02.2: which probe says that a dependency is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from .. import cmdline, dockerfiles, manifests, policy
+from ..config import project_root
+from ..errors import LabError
+from ..exercises import Exercise, Wrong, WrongAnswer, choice
+from .containers import EXERCISE_DIR, IMAGE, PORT, SERVICE
+
+MANIFEST_DIR = EXERCISE_DIR / "k8s"
+LABEL = "app.kubernetes.io/name"
+
+
+def overlay_with(text: str, deploy: str) -> str:
+    """Write the learner's manifests and a kustomization that adds them to the overlay
+    ``deploy`` (the folder notebook 02 applies) into `build/exercises/stats/k8s/`; returns
+    that folder relative to the repository (what `kubectl apply -k` takes)."""
+    if not isinstance(text, str) or not text.strip():
+        raise Wrong("write the manifests first (exercise 02.1)")
+    MANIFEST_DIR.mkdir(parents=True, exist_ok=True)
+    (MANIFEST_DIR / "stats.yaml").write_text(text)
+    base = manifests.overlay_dir(project_root() / deploy)
+    relative = Path(os.path.relpath(base.resolve(), MANIFEST_DIR.resolve())).as_posix()
+    (MANIFEST_DIR / "kustomization.yaml").write_text(
+        "# The lab's overlay with the stats service added (notebook 02, exercise 02.1).\n"
+        + yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1",
+                          "kind": "Kustomization", "resources": [relative, "stats.yaml"]},
+                         sort_keys=False)  # fmt: skip
+    )
+    return MANIFEST_DIR.relative_to(project_root()).as_posix()
+
+
+def _objects(text) -> list[dict]:
+    if not isinstance(text, str):
+        raise Wrong("`stats_manifests` is the YAML text, as one string")
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise Wrong(f"that is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if not all(isinstance(d, dict) and "kind" in d for d in docs):
+        raise Wrong("each document (between ---) is one Kubernetes object with a kind")
+    return docs
+
+
+def _one(objects: list[dict], kind: str) -> dict:
+    found = [o for o in objects if o["kind"] == kind]
+    if len(found) != 1 or (found[0].get("metadata") or {}).get("name") != SERVICE:
+        raise Wrong(f"write one {kind} named {SERVICE}")
+    return found[0]
+
+
+def _selects(service: dict, workload: dict) -> bool:
+    selector = service.get("spec", {}).get("selector") or {}
+    labels = workload["spec"]["template"].get("metadata", {}).get("labels") or {}
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def verify_manifests(stats_manifests, DEPLOY, API) -> None:
+    import kubernetes_validate.utils as kv
+
+    objects = _objects(stats_manifests)
+    deployment, service = _one(objects, "Deployment"), _one(objects, "Service")
+    problems = policy.validate(objects, kv.latest_version())
+    if problems:
+        raise Wrong(f"kubernetes-validate (strict): {problems[0]}")
+    problems = policy.workload_problems(deployment, own=True)
+    if problems:
+        raise Wrong(problems[0])
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    if container.get("image") != IMAGE:
+        raise Wrong(f"the container runs the image you built in notebook 01, {IMAGE}")
+    if not _selects(service, deployment):
+        raise Wrong("the Service's selector matches no label of the Deployment's pods")
+    ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+    targets = [p.get("targetPort", p.get("port")) for p in service["spec"].get("ports", [])]
+    if not targets or any(t not in ports and t not in ports.values() for t in targets):
+        raise Wrong("the Service's targetPort names no port of the container")
+    if PORT not in ports.values():
+        raise Wrong(f"the stats service listens on {PORT}: declare that containerPort")
+    # Rendered with the overlay it joins: the namespace and labels kustomize adds.
+    folder = overlay_with(stats_manifests, DEPLOY)
+    try:
+        rendered = manifests.render(project_root() / folder)
+    except LabError as err:
+        raise Wrong(str(err)) from None
+    mine = [o for o in rendered if o["metadata"]["name"] == SERVICE]
+    namespaces = {o["metadata"].get("namespace") for o in rendered if o["kind"] == "Deployment"}
+    if len(mine) != 2 or len({o["metadata"].get("namespace") for o in mine} | namespaces) != 1:
+        raise Wrong("with the overlay, the stats objects must land in the lab's namespace")
+    _run_with_manifest_env(container, API)
+
+
+def _run_with_manifest_env(container: dict, api: str) -> None:
+    """The container's command, run here with the manifest's literal env (the api's Service
+    name replaced by the local api), asked on its probes' paths."""
+    command = list(container.get("command") or []) + list(container.get("args") or [])
+    if not command:
+        raise Wrong("give the container its command, as the lab's other Deployments do")
+    env = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+    if "STATS_API_URL" not in env:
+        raise Wrong("the service needs the api's address in the cluster: STATS_API_URL")
+    env["STATS_API_URL"] = api  # in the cluster the Service name `api` resolves; here, this
+    image = dockerfiles.Image([], env, [PORT], None, "/", command, [], True, [])
+    paths = {
+        key: container[key]["httpGet"].get("path", "/")
+        for key in ("readinessProbe", "livenessProbe")
+        if "httpGet" in container.get(key, {})
+    }
+    if len(paths) < 2:
+        raise Wrong("both probes ask the service over HTTP (httpGet)")
+    root = project_root()
+    missing = [w for w in command[1:2] if not (root / w).exists()]
+    if missing:
+        raise Wrong(f"{missing[0]} is not the stats service's program")
+    with dockerfiles.run_locally(image, root, env=env) as run:
+        for key, path in paths.items():
+            try:
+                status = run.probe(path)
+            except dockerfiles.DockerfileError as err:
+                raise Wrong(f"its command does not serve: {err}") from None
+            if status != 200:
+                raise Wrong(f"the {key} asks {path}, which the stats service answers {status}")
+
+
+# -- 02.2 kubectl ---------------------------------------------------------------------------
+STEPS = ("scale", "restart_pod", "status", "undo", "logs")
+
+
+def verify_kubectl(kubectl_commands, NAMESPACE) -> None:
+    if not isinstance(kubectl_commands, dict) or set(kubectl_commands) != set(STEPS):
+        raise Wrong(f"`kubectl_commands` is a dict with the keys {', '.join(STEPS)}")
+    parsed = {}
+    for step in STEPS:
+        line = kubectl_commands[step]
+        if line is None or line is Ellipsis:
+            raise Wrong(f'write the "{step}" command')
+        try:
+            parsed[step] = cmdline.kubectl(line)
+        except cmdline.CommandLineError as err:
+            raise Wrong(f"{step}: {err}") from None
+        if parsed[step].value("--namespace") != NAMESPACE:
+            raise Wrong(f"{step}: the lab's objects are in the namespace {NAMESPACE}: -n")
+    expected = {
+        "scale": ("scale",), "restart_pod": ("delete",), "status": ("rollout", "status"),
+        "undo": ("rollout", "undo"), "logs": ("logs",),
+    }  # fmt: skip
+    for step, command in expected.items():
+        if parsed[step].command != command:
+            raise Wrong(f"{step}: that is `kubectl {' '.join(parsed[step].command)}`")
+    for step in ("scale", "status", "undo", "logs"):
+        if cmdline.target(parsed[step]) != ("deployment", SERVICE):
+            raise Wrong(f"{step}: name the Deployment, deployment/{SERVICE}")
+    replicas = parsed["scale"].value("--replicas") or ""
+    if not replicas.isdigit() or int(replicas) < 2:
+        raise Wrong("scale: two or more replicas, to see them share the work")
+    kind, name = cmdline.target(parsed["restart_pod"])
+    if kind != "pod":
+        raise Wrong(
+            f"restart_pod: that deletes the {kind or 'object'}, and nothing brings it back; "
+            "delete a pod, and its Deployment replaces it"
+        )
+    selector = parsed["restart_pod"].value("--selector") or ""
+    if name is None and f"{LABEL}={SERVICE}" not in selector.split(","):
+        raise Wrong(f"restart_pod: choose the stats pods by their label, -l {LABEL}=...")
+    tail = parsed["logs"].value("--tail")
+    if parsed["logs"].has("--follow") or parsed["logs"].has("-f"):
+        raise Wrong("logs: without -f: a followed log never ends, and neither would the cell")
+    if tail is not None and not tail.lstrip("-").isdigit():
+        raise Wrong("logs: --tail takes a number of lines")
+
+
+# -- wrong answers ------------------------------------------------------------------------------
+SOLUTION = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: stats
+  labels:
+    app.kubernetes.io/name: stats
+    app.kubernetes.io/component: service
+spec:
+  {replicas}: 1
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: stats
+  template:
+    metadata:
+      labels:
+        app.kubernetes.io/name: stats
+        app.kubernetes.io/component: service
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 15
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: {user}
+        runAsGroup: 10001
+        seccompProfile:
+          type: RuntimeDefault
+      containers:
+        - name: stats
+          image: lab-stats:0.1.0
+          command: ["python", "services/stats/main.py"]
+          env:
+            - name: LAB_HOST
+              value: 0.0.0.0
+            - name: LAB_PORT
+              value: "8003"
+            - name: STATS_API_URL
+              value: http://api:8000
+          ports:
+            - name: http
+              containerPort: 8003
+          readinessProbe:
+            httpGet:
+              path: {ready}
+              port: http
+            periodSeconds: 5
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: http
+            periodSeconds: 10
+          resources:
+            requests:
+              cpu: 20m
+              memory: 96Mi
+{limits}          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities:
+              drop: ["ALL"]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: stats
+spec:
+  selector:
+    {selector}: stats
+  ports:
+    - name: http
+      port: 8003
+      targetPort: http
+"""
+_LIMITS = "            limits:\n              cpu: 250m\n              memory: 192Mi\n"
+
+
+def _manifests(replicas="replicas", user="10001", ready="/readyz", limits=_LIMITS,
+               selector="app.kubernetes.io/name") -> str:  # fmt: skip
+    text = SOLUTION.format(replicas=replicas, user=user, ready=ready, limits=limits,
+                           selector=selector)  # fmt: skip
+    return f'stats_manifests = """\\\n{text}"""\n'
+
+
+_KUBECTL = {
+    "scale": 'f"kubectl -n {NAMESPACE} scale deployment/stats --replicas=2"',
+    "restart_pod": 'f"kubectl -n {NAMESPACE} delete pod -l app.kubernetes.io/name=stats"',
+    "status": 'f"kubectl -n {NAMESPACE} rollout status deployment/stats --timeout=120s"',
+    "undo": 'f"kubectl -n {NAMESPACE} rollout undo deployment/stats"',
+    "logs": 'f"kubectl -n {NAMESPACE} logs deployment/stats --tail=5"',
+}
+
+
+def _kubectl(**changed) -> str:
+    body = "".join(f'    "{k}": {v},\n' for k, v in {**_KUBECTL, **changed}.items())
+    return f"kubectl_commands = {{\n{body}}}\n"
+
+
+EXERCISES = [
+    Exercise(
+        key="02.1",
+        title="the stats service's Deployment and Service",
+        answer="stats_manifests",
+        uses=("DEPLOY", "API"),
+        verify=verify_manifests,
+        hint="manifests/base/api.yaml is a Deployment and a Service that keep every rule; "
+        "the stats service's port, settings and probes are in services/stats/README.md",
+        writes="the Deployment and Service of the stats service (YAML)",
+        checked_by="kubernetes-validate (strict, the newest Kubernetes it knows), the lab's "
+        "rules (lab_helpers.policy: requests and limits, probes on declared ports, non-root, "
+        "read-only root file system...), `kubectl kustomize` of the overlay with them added, "
+        "then the container's command run with the manifest's env: both probes' paths must "
+        "answer 200",
+        minutes=15,
+        wrong={
+            "a misspelt field": WrongAnswer(_manifests(replicas="replica"), says="strict"),
+            "runs as root": WrongAnswer(_manifests(user="0"), says="runAsUser"),
+            "no limits": WrongAnswer(_manifests(limits=""), says="limits"),
+            "readiness on a path the service does not serve": WrongAnswer(
+                _manifests(ready="/ready"), says="answers 404"
+            ),
+            "a Service that selects nothing": WrongAnswer(
+                _manifests(selector="app"), says="selector"
+            ),
+        },
+    ),
+    Exercise(
+        key="02.2",
+        title="which probe?",
+        answer="probe_choice",
+        verify=choice(
+            "b",
+            {
+                "a": "a restart does not fix a wrong password: the pod would restart in a loop "
+                "(step 8's api stayed alive)",
+                "c": "the startup probe only says when the program has started; it stops "
+                "asking after that",
+                "d": "then traffic keeps reaching a pod that answers every request with an "
+                "error",
+            },
+            ("a", "b", "c", "d"),
+        ),
+        hint="step 8: what did /healthz and /readyz answer, and what does Kubernetes do "
+        "with each answer?",
+        writes="a multiple-choice answer: which probe reports a dependency that does not answer",
+        checked_by="the letter, with feedback on each wrong one",
+        minutes=2,
+        wrong={
+            "liveness": WrongAnswer('probe_choice = "a"\n', says="restart"),
+            "none": WrongAnswer('probe_choice = "d"\n', says="traffic"),
+        },
+    ),
+    Exercise(
+        key="02.3",
+        title="scale, replace, roll back, read",
+        answer="kubectl_commands",
+        uses=("NAMESPACE",),
+        verify=verify_kubectl,
+        hint="`kubectl scale --help`, `kubectl rollout --help`, `kubectl logs --help`; every "
+        "command names the namespace (-n) and the object (TYPE/NAME, or a label with -l)",
+        writes="the `kubectl` lines that scale the stats Deployment, delete one of its pods, "
+        "wait for its rollout, undo it and read its logs",
+        checked_by="the real kubectl reads each line (pointed at no server: an unknown flag "
+        "or a missing argument is its own error), then lab_helpers.cmdline checks the "
+        "namespace, the verb and the object; in kind mode the notebook runs them",
+        minutes=8,
+        wrong={
+            "no namespace": WrongAnswer(
+                _kubectl(scale='"kubectl scale deployment/stats --replicas=2"'), says="-n"
+            ),
+            "a misspelt flag": WrongAnswer(
+                _kubectl(scale='f"kubectl -n {NAMESPACE} scale deployment/stats --replica=2"'),
+                says="unknown flag",
+            ),
+            "deletes the Deployment": WrongAnswer(
+                _kubectl(restart_pod='f"kubectl -n {NAMESPACE} delete deployment stats"'),
+                says="nothing brings it back",
+            ),
+            "follows the log": WrongAnswer(
+                _kubectl(logs='f"kubectl -n {NAMESPACE} logs -f deployment/stats"'),
+                says="never ends",
+            ),
+        },
+    ),
+]
