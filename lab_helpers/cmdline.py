@@ -306,10 +306,13 @@ def kubectl(line: str, *, check: bool = True) -> Parsed:
             raise CommandLineError(f"kubectl refuses it: {problem}")
     options: dict[str, list[str]] = {}
     plain: list[str] = []
+    follows = "logs" in words  # for kubectl logs, -f is --follow (elsewhere --filename)
     i = 1
     while i < len(words):
         word = words[i]
-        if word.startswith("-"):
+        if follows and word in ("-f", "--follow"):
+            options.setdefault("--follow", []).append("")
+        elif word.startswith("-"):
             name, eq, value = word.partition("=")
             long = KUBECTL_VALUES.get(name)
             if long and not eq:

@@ -38,7 +38,7 @@ from .errors import LabError
 
 # A base image pinned to one release: a tag with a version number (python:3.11.13-slim-...),
 # or a digest. `latest`, no tag, or a bare major version (python:3) move under your feet.
-PINNED_TAG = re.compile(r"\d+\.\d+[\w.-]*")
+PINNED_TAG = re.compile(r"\d+\.\d+\.\d+[\w.-]*")
 SECRET_WORDS = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY", re.I)
 # What only makes sense inside the container, and is replaced for a local run.
 CONTAINER_ONLY = {"PATH", "LAB_HOST"}
@@ -277,9 +277,13 @@ class LocalRun:
         return "\n".join(text.strip().splitlines()[-5:])
 
     def get(self, path: str):
-        """The JSON answer of GET ``path`` (once the program answers)."""
+        """The answer of GET ``path`` (once the program answers): its JSON, else its text."""
         self.probe("/healthz")
-        return requests.get(self.url + path, timeout=10).json()
+        answer = requests.get(self.url + path, timeout=10)
+        try:
+            return answer.json()
+        except ValueError:
+            return f"{answer.status_code}: {answer.text[:300]}"
 
     def probe(self, path: str = "/healthz", timeout: float = 20.0) -> int:
         """The status code of GET ``path``, asked until the program answers; a

@@ -36,11 +36,22 @@ def overlay_with(text: str, deploy: str) -> str:
     (MANIFEST_DIR / "stats.yaml").write_text(text)
     base = manifests.overlay_dir(project_root() / deploy)
     relative = Path(os.path.relpath(base.resolve(), MANIFEST_DIR.resolve())).as_posix()
+    # The overlay's own namespace and the lab's label reach only its own objects: the
+    # kustomization that adds yours sets them for yours too.
+    namespaces = {o["metadata"].get("namespace") for o in manifests.render(base)
+                  if o["kind"] == "Deployment"}  # fmt: skip
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [relative, "stats.yaml"],
+        "labels": [{"pairs": {"app.kubernetes.io/part-of": "crypto-lab"},
+                    "includeTemplates": True}],
+    }  # fmt: skip
+    if len(namespaces) == 1 and None not in namespaces:
+        kustomization["namespace"] = namespaces.pop()
     (MANIFEST_DIR / "kustomization.yaml").write_text(
         "# The lab's overlay with the stats service added (notebook 02, exercise 02.1).\n"
-        + yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1",
-                          "kind": "Kustomization", "resources": [relative, "stats.yaml"]},
-                         sort_keys=False)  # fmt: skip
+        + yaml.safe_dump(kustomization, sort_keys=False)
     )
     return MANIFEST_DIR.relative_to(project_root()).as_posix()
 
@@ -132,7 +143,8 @@ def _run_with_manifest_env(container: dict, api: str) -> None:
     missing = [w for w in command[1:2] if not (root / w).exists()]
     if missing:
         raise Wrong(f"{missing[0]} is not the stats service's program")
-    with dockerfiles.run_locally(image, root, env=env) as run:
+    # The manifest's settings, on a free port of 127.0.0.1 (as kubectl port-forward would).
+    with dockerfiles.run_locally(image, root, env={"STATS_API_URL": api}) as run:
         for key, path in paths.items():
             try:
                 status = run.probe(path)
@@ -167,6 +179,8 @@ def verify_kubectl(kubectl_commands, NAMESPACE) -> None:
     for step, command in expected.items():
         if parsed[step].command != command:
             raise Wrong(f"{step}: that is `kubectl {' '.join(parsed[step].command)}`")
+    if parsed["logs"].has("--follow"):
+        raise Wrong("logs: without -f: a followed log never ends, and neither would the cell")
     for step in ("scale", "status", "undo", "logs"):
         if cmdline.target(parsed[step]) != ("deployment", SERVICE):
             raise Wrong(f"{step}: name the Deployment, deployment/{SERVICE}")
@@ -183,7 +197,7 @@ def verify_kubectl(kubectl_commands, NAMESPACE) -> None:
     if name is None and f"{LABEL}={SERVICE}" not in selector.split(","):
         raise Wrong(f"restart_pod: choose the stats pods by their label, -l {LABEL}=...")
     tail = parsed["logs"].value("--tail")
-    if parsed["logs"].has("--follow") or parsed["logs"].has("-f"):
+    if parsed["logs"].has("--follow"):
         raise Wrong("logs: without -f: a followed log never ends, and neither would the cell")
     if tail is not None and not tail.lstrip("-").isdigit():
         raise Wrong("logs: --tail takes a number of lines")

@@ -13,7 +13,6 @@ the api's HTTP contract. Notebook 01 has the learner write its Dockerfile, noteb
 Deployment and Service.
 """
 
-from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
