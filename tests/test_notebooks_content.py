@@ -156,6 +156,11 @@ def test_04_the_moving_average_misses_by_more_than_the_naive_forecast():
 # ------------------------------------------------- the committed notebooks say what they show
 
 RELATIONS = {
+    "01": ["a network call costs far more than a function call, even on loopback"],
+    "02": [
+        "every worker took a share of the stream",
+        "together they received each tick exactly once",
+    ],
     "04": [
         "bitcoin's volatility is about four times gold's",
         "bitcoin lost more than three quarters of its value at its worst",
@@ -178,6 +183,7 @@ RELATIONS = {
         "the poller lost the ticks that left the source's buffer, and was told so",
         "the plain subscriber got none of the ticks published while it was away",
     ],
+    "06": ["a forgotten weekend costs more than twenty 3-hour sessions"],
 }
 """What the prose of each converted notebook states about its own results, in the words of
 the step check that verifies it on every run."""

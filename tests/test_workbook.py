@@ -90,7 +90,7 @@ def lesson(number: str, title: str) -> nbformat.NotebookNode:
 @pytest.fixture
 def folder(tmp_path):
     """Three lessons, with their navigation written."""
-    for number, title in (("00", "Start"), ("01", "Middle"), ("02", "End")):
+    for number, title in (("10", "Start"), ("11", "Middle"), ("12", "End")):
         nbformat.write(lesson(number, title), tmp_path / f"{number}_{title.lower()}.ipynb")
     workbook.nav(tmp_path)
     return tmp_path
@@ -108,11 +108,11 @@ def test_nav_writes_links_badges_and_is_idempotent(folder):
     top, bottom = middle.cells[1], middle.cells[-1]
     assert tags(top) == tags(bottom) == ["navigation"] and top.source == bottom.source
     assert top.source == (
-        "[← 00 · Start](00_start.ipynb) | [Contents](../README.md#notebooks) | "
-        "[02 · End →](02_end.ipynb)"
+        "[← 10 · Start](10_start.ipynb) | [Contents](../README.md#notebooks) | "
+        "[12 · End →](12_end.ipynb)"
     )
-    assert workbook.badge("01_middle.ipynb") in middle.cells[0].source
-    assert "?urlpath=lab/tree/notebooks/01_middle.ipynb" in workbook.binder_url("01_middle.ipynb")
+    assert workbook.badge("11_middle.ipynb") in middle.cells[0].source
+    assert "?urlpath=lab/tree/notebooks/11_middle.ipynb" in workbook.binder_url("11_middle.ipynb")
     first = nbformat.read(paths[0], as_version=4).cells[1].source
     assert first.startswith("[Contents]") and "←" not in first
     for path in paths:
@@ -120,11 +120,11 @@ def test_nav_writes_links_badges_and_is_idempotent(folder):
 
 
 def test_a_new_notebook_makes_the_navigation_stale_until_nav_runs(folder):
-    nbformat.write(lesson("03", "Extra"), folder / "03_extra.ipynb")
-    last = folder / "02_end.ipynb"
+    nbformat.write(lesson("13", "Extra"), folder / "13_extra.ipynb")
+    last = folder / "12_end.ipynb"
     assert any("stale" in p for p in problems_of(last, folder))
-    assert set(workbook.nav(folder)) == {last, folder / "03_extra.ipynb"}
-    assert "[03 · Extra →](03_extra.ipynb)" in nbformat.read(last, as_version=4).cells[1].source
+    assert set(workbook.nav(folder)) == {last, folder / "13_extra.ipynb"}
+    assert "[13 · Extra →](13_extra.ipynb)" in nbformat.read(last, as_version=4).cells[1].source
     assert problems_of(last, folder) == []
 
 
@@ -152,7 +152,7 @@ def test_a_new_notebook_makes_the_navigation_stale_until_nav_runs(folder):
     ],  # fmt: skip
 )
 def test_check_names_each_broken_convention(folder, breakage, problem):
-    path = folder / "01_middle.ipynb"
+    path = folder / "11_middle.ipynb"
     nb = nbformat.read(path, as_version=4)
     breakage(nb)
     nbformat.write(nb, path)
