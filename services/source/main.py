@@ -40,9 +40,9 @@ from fastapi.responses import JSONResponse
 from nats.js.errors import NoStreamResponseError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from lab_helpers import broker, live, replay
+from lab_helpers import broker, catalogue, live, replay
 from lab_helpers.config import ConfigError, as_bool, csv_list, env_value, load_settings
-from lab_helpers.data import ASSETS, DATASETS, FREQUENCIES, normalize_asset
+from lab_helpers.data import FREQUENCIES
 from lab_helpers.errors import LabError
 from lab_helpers.service import configure_logging, create_app, log_fields, serve
 
@@ -111,13 +111,14 @@ class Settings:
 def _assets(name: str, text_default: str, env) -> tuple[str, ...]:
     """A comma-separated list of asset names in ``name``, as the lab's names."""
     names = env_value(name, csv_list(text_default), csv_list, env=env)
+    known = catalogue.load()
     assets = []
     for item in names:
-        asset = normalize_asset(item)
+        asset = known.normalize(item)
         if asset is None:
             raise ConfigError(
                 f"{name}={','.join(names)!r} is not valid: {item!r} is not an asset of the lab "
-                f"({', '.join(ASSETS)})"
+                f"({', '.join(known)}; add it to the catalogue {catalogue.FILE_NAME})"
             )
         assets.append(asset)
     return tuple(dict.fromkeys(assets))
@@ -130,9 +131,10 @@ def read_settings(env: dict[str, str] | None = None) -> Settings:
     mode = env_value("SOURCE_MODE", "replay", str.lower, env=env, choices=("replay", "live"))
 
     dataset = env_value("SOURCE_DATASET", None, str.lower, env=env)
-    if dataset is not None and dataset not in DATASETS:
+    datasets = catalogue.load().datasets
+    if dataset is not None and dataset not in datasets:
         raise ConfigError(
-            f"SOURCE_DATASET={dataset!r} is not valid: use one of {', '.join(DATASETS)}"
+            f"SOURCE_DATASET={dataset!r} is not valid: use one of {', '.join(datasets)}"
         )
     assets = _assets("SOURCE_ASSETS", "", env)
     if dataset and assets:
@@ -381,7 +383,7 @@ class Source:
         self.buffer.append(body)
         asset = body.get("asset")
         moment = replay.tick_epoch(body)
-        if kind in ("valid", "out_of_order") and asset in ASSETS and moment is not None:
+        if kind in ("valid", "out_of_order") and asset in catalogue.load() and moment is not None:
             # A late (out_of_order) tick must not replace a newer price.
             if asset not in self.latest or moment >= self.latest[asset][0]:
                 self.latest[asset] = (moment, body)
@@ -473,11 +475,12 @@ def build_app(source: Source) -> FastAPI:
         responses={404: {"description": "Unknown asset, or no tick of it yet"}},
     )
     async def latest_one(asset: str = Path(pattern=ASSET_PATTERN, description="e.g. btc, XBT")):
-        name = normalize_asset(asset)
+        known = catalogue.load()
+        name = known.normalize(asset)
         if name is None:
             return JSONResponse(
                 status_code=404,
-                content={"error": f"unknown asset {asset!r}: choose one of {', '.join(ASSETS)}"},
+                content={"error": f"unknown asset {asset!r}: choose one of {', '.join(known)}"},
             )
         if name not in source.latest:
             seen = ", ".join(sorted(source.latest)) or "none yet"
