@@ -54,6 +54,17 @@ def encode(tick: dict) -> bytes:
     return _ENCODER.encode(tick).encode()
 
 
+# Why decode() refuses a message: it is not a tick at all. The quarantine records the reason.
+TOO_LARGE = "message too large"
+NOT_UTF8 = "not UTF-8"
+INVALID_JSON = "invalid JSON"
+TOO_DEEP = "JSON nested too deeply"
+NOT_AN_OBJECT = "not a JSON object"
+UNDECODABLE = "undecodable"
+DECODE_REASONS = (TOO_LARGE, NOT_UTF8, INVALID_JSON, TOO_DEEP, NOT_AN_OBJECT, UNDECODABLE)
+"""Every reason :func:`decode` gives (``undecodable``: any other failure while decoding)."""
+
+
 class BadMessage(ValueError):
     """A message that is not a tick at all; ``reason`` is what the quarantine records."""
 
@@ -63,20 +74,33 @@ class BadMessage(ValueError):
 
 
 def decode(data: bytes) -> dict:
-    """Parse one message into a dict, or raise :class:`BadMessage` with the reason."""
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise BadMessage("message too large")
+    """Parse one message into a dict, or raise :class:`BadMessage` with the reason (one of
+    :data:`DECODE_REASONS`). Never raises anything else: whatever goes wrong while decoding
+    one message concerns that message alone.
+
+    A byte order mark in front of the JSON text is ignored (RFC 8259 allows a parser to).
+    """
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadMessage("not UTF-8") from None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise BadMessage("invalid JSON") from None
-    if not isinstance(value, dict):
-        raise BadMessage("not a JSON object")
-    return value
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise BadMessage(TOO_LARGE)
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise BadMessage(NOT_UTF8) from None
+        try:
+            value = json.loads(text)
+        except RecursionError:  # thousands of nested [ or {: valid JSON, but not a tick
+            raise BadMessage(TOO_DEEP) from None
+        except ValueError:  # not JSON, or a number too long for Python to read
+            raise BadMessage(INVALID_JSON) from None
+        if not isinstance(value, dict):
+            raise BadMessage(NOT_AN_OBJECT)
+        return value
+    except BadMessage:
+        raise
+    except Exception as err:  # anything unforeseen (bytes-like objects of odd types...)
+        log.warning("a message could not be decoded: %r", err)
+        raise BadMessage(UNDECODABLE) from None
 
 
 def is_number(value: Any) -> bool:
