@@ -42,7 +42,7 @@ from pathlib import Path
 
 import requests
 
-from .config import DEFAULT_DATABASE, Settings, load_settings, project_root
+from .config import Settings, load_settings, project_root
 from .errors import StackError, command_line
 
 SERVERS = ("influxdb", "nats")
@@ -228,10 +228,12 @@ class LocalStack:
 
     @property
     def settings(self) -> Settings:
-        """Settings pointing at this stack (addresses and generated credentials)."""
+        """Settings pointing at this stack: its addresses and generated credentials, and the
+        database (``LAB_INFLUX_DB``) and data folder (``LAB_DATA_DIR``) of the environment."""
         env = {"LAB_MODE": "local"}
-        if "LAB_DATA_DIR" in os.environ:
-            env["LAB_DATA_DIR"] = os.environ["LAB_DATA_DIR"]
+        for name in ("LAB_DATA_DIR", "LAB_INFLUX_DB"):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
         return load_settings(env=env, lab_dir=self.lab_dir)
 
     # -- one service -----------------------------------------------------------------------
@@ -269,6 +271,7 @@ class LocalStack:
         settings = self.settings
         env = {
             "LAB_DIR": str(self.lab_dir.resolve()),
+            "LAB_DATA_DIR": str(settings.data_dir),
             "LAB_HOST": "127.0.0.1",
             "LAB_PORT": str(port),
             "LAB_NATS_URL": settings.require_nats_url(),
@@ -358,7 +361,8 @@ class LocalStack:
 
     # -- InfluxDB users --------------------------------------------------------------------
     def _bootstrap_influx(self, record: dict) -> None:
-        """Create the admin, ingest and reader users and the prices database, once."""
+        """Create the admin, ingest and reader users once, and on every start the database
+        of the settings (``LAB_INFLUX_DB``, default ``prices``) with their grants."""
         url = record["url"]
         if self.credentials_file.exists():
             creds = json.loads(self.credentials_file.read_text())
@@ -367,13 +371,18 @@ class LocalStack:
                 url + "/query", data={"q": "SHOW USERS"},
                 auth=(admin["username"], admin["password"]), timeout=10,
             )  # fmt: skip
-            if resp.status_code == 200:
-                return
-            raise StackError(
-                f"the credentials in {self.credentials_file} do not match the InfluxDB data in "
-                f"{self.lab_dir / 'influxdb'}: run `python -m lab_helpers.stack reset` to start "
-                "again from empty (this deletes the stored points)"
-            )
+            if resp.status_code != 200:
+                raise StackError(
+                    f"the credentials in {self.credentials_file} do not match the InfluxDB data "
+                    f"in {self.lab_dir / 'influxdb'}: run `python -m lab_helpers.stack reset` to "
+                    "start again from empty (this deletes the stored points)"
+                )
+        else:
+            creds = self._create_users(url)
+        self._ensure_database(url, creds, self.settings.influx_database)
+
+    def _create_users(self, url: str) -> dict:
+        """The three users with generated passwords, saved to ``credentials.json``."""
         creds = {
             role: {"username": user, "password": secrets.token_urlsafe(24)}
             for role, user in USERS.items()
@@ -392,16 +401,43 @@ class LocalStack:
                 f"{self.credentials_file} is missing: run `python -m lab_helpers.stack reset` "
                 "to start again from empty (this deletes the stored points)"
             )
-        statements = [
-            # 52-week shards: decades of daily history in one-week shards would be slow.
-            f'CREATE DATABASE "{DEFAULT_DATABASE}" WITH SHARD DURATION 52w',
-            *(
+        self._run_influxql(
+            url,
+            admin,
+            [
                 f"CREATE USER {creds[r]['username']} WITH PASSWORD '{creds[r]['password']}'"
                 for r in ("ingest", "reader")
-            ),
-            f'GRANT WRITE ON "{DEFAULT_DATABASE}" TO {creds["ingest"]["username"]}',
-            f'GRANT READ ON "{DEFAULT_DATABASE}" TO {creds["reader"]["username"]}',
+            ],
+        )
+        # Written only now, and readable by the owner alone.
+        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(creds, fh, indent=2)
+        return creds
+
+    def _ensure_database(self, url: str, creds: dict, database: str) -> None:
+        """The database exists, the ingest user may write to it and the reader read it
+        (idempotent: a second start, or another ``LAB_INFLUX_DB`` later, is fine)."""
+        from .influx import quote_ident  # here: pandas would slow every `stack` command
+
+        name = quote_ident(database)
+        admin = creds["admin"]
+        have = self._run_influxql(url, admin, ["SHOW DATABASES"])[0]
+        names = {row[0] for s in have.get("series", []) for row in s.get("values", [])}
+        statements = [] if database in names else [
+            # 52-week shards: decades of daily history in one-week shards would be slow.
+            f"CREATE DATABASE {name} WITH SHARD DURATION 52w"
+        ]  # fmt: skip
+        statements += [
+            f"GRANT WRITE ON {name} TO {quote_ident(creds['ingest']['username'])}",
+            f"GRANT READ ON {name} TO {quote_ident(creds['reader']['username'])}",
         ]
+        self._run_influxql(url, admin, statements)
+
+    @staticmethod
+    def _run_influxql(url: str, admin: dict, statements: list[str]) -> list[dict]:
+        """Run each statement as the admin; the result of each, or a StackError."""
+        results = []
         for q in statements:
             resp = requests.post(
                 url + "/query", data={"q": q}, auth=(admin["username"], admin["password"]),
@@ -409,10 +445,8 @@ class LocalStack:
             )  # fmt: skip
             if resp.status_code != 200 or '"error"' in resp.text:
                 raise StackError(f"InfluxDB refused {q.split(' WITH')[0]!r}: {resp.text.strip()}")
-        # Written only now, and readable by the owner alone.
-        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(creds, fh, indent=2)
+            results.append(resp.json()["results"][0])
+        return results
 
     # -- public ----------------------------------------------------------------------------
     def up(self) -> list[ServiceStatus]:
