@@ -82,9 +82,10 @@ TROY_OUNCE_GRAMS = 31.1034768
 DEFAULT_FILL_GAP = pd.Timedelta("3D")
 """How old a price may be to fill a missing one (``clean(fill_missing=True)``)."""
 
-QUARANTINED_ATTR = "etl_quarantined"
-"""``result.clean.attrs[QUARANTINED_ATTR]``: the quarantine counts of the :func:`clean` call
-that made the table (``InfluxDB.write`` uses it to say why a clean table is empty)."""
+QUARANTINED_ATTR = "etl_result"
+"""``result.clean.attrs[QUARANTINED_ATTR]``: ``{"clean": rows kept, "quarantined": {reason:
+rows}}`` of the :func:`clean` call that made the table (``InfluxDB.write`` uses it to say why
+a clean table is empty)."""
 
 PRICE_FIELDS = ("price", "open", "high", "low")
 """Columns in the price unit: :func:`convert_units` scales them all."""
@@ -741,5 +742,5 @@ def _result(raw: pd.DataFrame, batch: Batch) -> CleanResult:
     found = pd.Series(reasons).value_counts()
     counts = {reason: int(found[reason]) for reason in REASONS if reason in found.index}
     # Travels with the clean table, so that writing it can say why it is empty.
-    good.attrs[QUARANTINED_ATTR] = dict(counts)
+    good.attrs[QUARANTINED_ATTR] = {"clean": len(good), "quarantined": dict(counts)}
     return CleanResult(good, quarantine, counts)
