@@ -244,7 +244,7 @@ def worker_profile(stack, n: int) -> tuple[dict[str, float], str]:
         batch = write_batch(db, batch)
         marks.append(time.process_time())
         for tick in batch.ticks:
-            memory.remember(tick.asset, tick.time_ns, tick.price, tick.message.stream_seq)
+            memory.remember(tick.series, tick.time_ns, tick.price, tick.message.stream_seq)
         marks.append(time.process_time())
         for tick in batch.ticks:
             broker.encode(tick.payload)

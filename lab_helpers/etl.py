@@ -377,6 +377,17 @@ def _at(n: int, positions: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _series_keys(frame: pd.DataFrame) -> np.ndarray:
+    """Which price series each row belongs to: its asset, and its source when the batch has
+    a ``source`` column (two exchanges may price bitcoin differently at the same instant:
+    two series, as InfluxDB stores them, not duplicates)."""
+    assets = frame["asset"].to_numpy(dtype=object).astype(str)
+    if "source" not in frame.columns:
+        return assets
+    sources = frame["source"].to_numpy(dtype=object).astype(str)
+    return np.char.add(np.char.add(assets, "\x1f"), sources)
+
+
 def _series_of(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame[column] if column in frame.columns else pd.Series(np.nan, index=frame.index)
 
@@ -518,8 +529,9 @@ def reject_impossible(batch: Batch) -> None:
 def fill_gaps(batch: Batch) -> None:
     """Rule 1, second half: with ``fill_missing=True``, fill a missing price from the past.
 
-    The price is copied from the latest valid price of the same asset at or before that
-    time (the first one seen if several share that time), if it is at most ``max_fill_gap``
+    The price is copied from the latest valid price of the same asset (and source, when the
+    batch has a ``source`` column) at or before that time (the first one seen if several
+    share that time), if it is at most ``max_fill_gap``
     (default 3 days) older; the row is flagged ``filled=True``. Otherwise the row is
     quarantined as "missing price". Does nothing when ``fill_missing=False``.
     """
@@ -528,15 +540,16 @@ def fill_gaps(batch: Batch) -> None:
     missing = alive & frame["price"].isna().to_numpy()
     if not batch.fill_missing or not missing.any():
         return
-    wanted = frame.loc[missing, ["time", "asset"]].reset_index(names="pos")
-    known = frame.loc[alive & ~missing, ["time", "asset", "price"]]
-    # Of prices that share asset and time, rule 7 keeps the first seen: fill from that one.
-    known = known.drop_duplicates(["asset", "time"]).assign(source_time=lambda k: k["time"])
+    series = frame[["time", "price"]].assign(series=_series_keys(frame))
+    wanted = series.loc[missing, ["time", "series"]].reset_index(names="pos")
+    known = series.loc[alive & ~missing]
+    # Of prices that share series and time, rule 7 keeps the first seen: fill from that one.
+    known = known.drop_duplicates(["series", "time"]).assign(source_time=lambda k: k["time"])
     matched = pd.merge_asof(
         wanted.sort_values("time"),
         known.sort_values("time"),
         on="time",
-        by="asset",
+        by="series",
         direction="backward",
     )
     ok = (matched["time"] - matched["source_time"] <= batch.max_fill_gap).to_numpy()
@@ -552,14 +565,15 @@ def drop_duplicates(batch: Batch) -> None:
     A row with the same asset, time and price as an earlier one is a "duplicate". A row with
     the same asset and time but another price is a "conflicting duplicate": the first one
     seen (lowest input position) is kept. A filled row never wins over a real price: at the
-    same time as one, it is a "duplicate".
+    same time as one, it is a "duplicate". When the batch has a ``source`` column, "the same
+    asset" means the same asset from the same source (rows are sorted by asset, source, time).
     """
     frame = batch.frame
     alive = np.flatnonzero(batch.alive)
-    asset_codes, _ = pd.factorize(frame["asset"].to_numpy()[alive], sort=True)
+    series_codes, _ = pd.factorize(_series_keys(frame)[alive], sort=True)
     rows = pd.DataFrame(
         {
-            "asset": asset_codes,
+            "asset": series_codes,
             "time": frame["time"].dt.tz_localize(None).to_numpy().view("int64")[alive],
             "price": frame["price"].to_numpy(dtype="float64")[alive],
             "filled": batch.filled[alive],
@@ -582,16 +596,17 @@ def flag_jumps(batch: Batch) -> None:
 
     ``suspect=True`` when the price moved more than the asset's ``jump`` in the catalogue
     (0.5, i.e. 50 %, for crypto; 0.25 for metals) since the previous clean row of the same
-    asset in this batch. After a bad tick, the move back is flagged too when it is also that
-    large.
+    asset (and source, when the batch has a ``source`` column) in this batch. After a bad
+    tick, the move back is flagged too when it is also that large.
     """
     order = batch.order if batch.order is not None else np.flatnonzero(batch.alive)
     codes, names = pd.factorize(batch.frame["asset"].to_numpy()[order])
+    series, _ = pd.factorize(_series_keys(batch.frame)[order])
     price = batch.frame["price"].to_numpy(dtype="float64")[order]
     limit = np.array([batch.assets.jump[name] for name in names], dtype=float)[codes]
     jump = np.zeros(len(order), dtype=bool)
-    if len(order) > 1:  # rows are sorted by asset then time: compare each with the one before
-        same_asset = codes[1:] == codes[:-1]
+    if len(order) > 1:  # rows are sorted by series then time: compare each with the one before
+        same_asset = series[1:] == series[:-1]
         change = np.abs(price[1:] / price[:-1] - 1)
         jump[1:] = same_asset & (change > limit[1:])
     batch.suspect[order] = jump

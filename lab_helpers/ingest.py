@@ -30,7 +30,10 @@ a redelivered tick again replaces it by itself. A quarantine point takes the tim
 JetStream stored the message, so a redelivered bad message also maps to the same point.
 Together, "at least once" delivery plus idempotent points give "exactly once" storage.
 
-With several replicas, each one has its own duplicate memory: a tick sent again that lands
+A duplicate is the same asset from the same source at the same time: two sources may price an
+asset at the same instant (two exchanges, or the backfilled history and a replay), and
+InfluxDB keeps them apart by the ``source`` tag. With several replicas, each one has its own
+duplicate memory: a tick sent again that lands
 on another replica is not recognised as a duplicate there, it simply overwrites the
 identical point (still stored once); a *conflicting* one (same asset and time, another
 price) replaces the stored price on that replica (the last write wins).
@@ -44,7 +47,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import nats
@@ -164,7 +167,9 @@ def _ack_numbers(reply: str) -> tuple[int, int, int]:
 
 
 class DuplicateMemory:
-    """The last ``size`` stored ticks, ``(asset, time in ns) -> price``, oldest forgotten first.
+    """The last ``size`` stored ticks, ``(series, time in ns) -> price``, oldest forgotten
+    first. A series is what InfluxDB tells apart: an asset from one source
+    (:attr:`CleanTick.series`, ``("btc", "replay")``).
 
     :func:`lab_helpers.etl.clean` finds duplicates within one batch; this memory finds a tick
     sent again in a later batch: the same price is a "duplicate", another price a
@@ -174,39 +179,39 @@ class DuplicateMemory:
 
     Compact, because a worker's memory is mostly this (~130 bytes a tick, against ~340 for
     tuples in an ``OrderedDict``): the key is one int, the time shifted left with a small
-    number per asset in the low bits; the value is a complex number, the most compact pair of
+    number per series in the low bits; the value is a complex number, the most compact pair of
     floats CPython has (32 bytes), holding the price and the stream sequence (exact below 2**53).
     """
 
-    _ASSET_BITS = 12  # room for 4,096 asset names; beyond that, exact tuple keys
+    _ASSET_BITS = 12  # room for 4,096 series; beyond that, exact tuple keys
 
     def __init__(self, size: int = DEFAULT_MEMORY):
         self.size = max(0, int(size))
-        self._entries: dict[int | tuple[str, int], complex] = {}
-        self._order: collections.deque[int | tuple[str, int]] = collections.deque()
-        self._asset_ids: dict[str, int] = {}
+        self._entries: dict[int | tuple, complex] = {}
+        self._order: collections.deque[int | tuple] = collections.deque()
+        self._asset_ids: dict[Hashable, int] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _key(self, asset: str, time_ns: int) -> int | tuple[str, int]:
-        ident = self._asset_ids.setdefault(asset, len(self._asset_ids))
+    def _key(self, series: Hashable, time_ns: int) -> int | tuple:
+        ident = self._asset_ids.setdefault(series, len(self._asset_ids))
         if ident >> self._ASSET_BITS:
-            return (asset, time_ns)
+            return (series, time_ns)
         return time_ns << self._ASSET_BITS | ident
 
-    def check(self, asset: str, time_ns: int, price: float, stream_seq: int) -> str | None:
+    def check(self, series: Hashable, time_ns: int, price: float, stream_seq: int) -> str | None:
         """``None`` if the tick is new (or the same message again), else the reason."""
-        entry = self._entries.get(self._key(asset, time_ns))
+        entry = self._entries.get(self._key(series, time_ns))
         if entry is None or entry.imag == stream_seq:
             return None
         return "duplicate" if entry.real == price else "conflicting duplicate"
 
-    def remember(self, asset: str, time_ns: int, price: float, stream_seq: int) -> None:
+    def remember(self, series: Hashable, time_ns: int, price: float, stream_seq: int) -> None:
         """Record a stored tick; forget the oldest ones beyond ``size``."""
         if not self.size:
             return
-        key = self._key(asset, time_ns)
+        key = self._key(series, time_ns)
         if key not in self._entries:
             self._order.append(key)
         self._entries[key] = complex(price, stream_seq)
@@ -231,6 +236,11 @@ class CleanTick:
     @property
     def subject(self) -> str:
         return subject(CLEAN_PREFIX, self.asset)
+
+    @property
+    def series(self) -> tuple[str, str]:
+        """``(asset, source)``: the series InfluxDB stores the tick in."""
+        return self.asset, self.point["tags"]["source"]
 
 
 @dataclass(frozen=True)
@@ -321,6 +331,8 @@ def _frame(ticks: Sequence[dict], positions: Sequence[int]) -> pd.DataFrame:
     keys = [k for k in _CLEANED_KEYS if k in _ALWAYS or any(k in tick for tick in ticks)]
     rows = [{key: tick.get(key) for key in keys} for tick in ticks]
     frame = pd.DataFrame(rows, columns=keys)
+    # Duplicates are judged per series, as InfluxDB stores them: asset and (storable) source.
+    frame["source"] = [_source_tag(tick.get("source")) for tick in ticks]
     frame[_POSITION] = list(positions)
     return frame
 
@@ -442,7 +454,8 @@ def _process(
     for i, (position, asset, time_ns, iso, price) in enumerate(rows):
         message, tick = decoded[position]
         try:
-            reason = memory.check(asset, time_ns, price, message.stream_seq) if memory else None
+            series = (asset, _source_tag(tick.get("source")))
+            reason = memory.check(series, time_ns, price, message.stream_seq) if memory else None
             if reason:
                 out.quarantined.append(Quarantined(message, reason, _asset_text(tick)))
                 continue
@@ -848,7 +861,7 @@ class IngestWorker:
         await self._answer(msgs, "ack")
         self._last_progress = time.monotonic()
         for tick in batch.ticks:
-            self.memory.remember(tick.asset, tick.time_ns, tick.price, tick.message.stream_seq)
+            self.memory.remember(tick.series, tick.time_ns, tick.price, tick.message.stream_seq)
         self.stats.on_write(batch, seconds)
         await self._publish(batch.ticks)
         log.debug(

@@ -507,6 +507,25 @@ def test_each_bundled_price_is_after_its_assets_earliest_date():
 # ---------------------------------------------------------------------------- rule 7: duplicates
 
 
+def test_duplicates_are_judged_per_source_when_the_batch_names_one():
+    result = rows(
+        tick(63000.0, source="coinbase"),
+        tick(63010.0, source="kraken"),  # another exchange, same instant: its own series
+        tick(63000.0, source="coinbase"),  # the same tick again
+        tick(64000.0, source="kraken"),  # the same instant, another price, same source
+        tick(99000.0, time="2021-04-14T10:01:00Z", source="coinbase"),  # +57 %: suspect
+        tick(63020.0, time="2021-04-14T10:01:00Z", source="kraken"),  # not a jump
+    )
+    assert reasons(result) == ["duplicate", "conflicting duplicate"]
+    clean = result.clean
+    assert clean["source"].tolist() == ["coinbase", "coinbase", "kraken", "kraken"]
+    assert clean["price"].tolist() == [63000.0, 99000.0, 63010.0, 63020.0]
+    assert clean["suspect"].tolist() == [False, True, False, False]
+    filled = rows(tick(1.0, source="a"), tick(2.0, source="b"),
+                  tick(None, time="2021-04-14T10:01Z", source="b"), fill_missing=True)  # fmt: skip
+    assert filled.clean["price"].tolist() == [1.0, 2.0, 2.0]  # from its own source
+
+
 def test_exact_duplicates_keep_the_first_and_quarantine_the_rest():
     result = rows(tick(1.0), tick("1"), tick(1.0, time=1618394400))
     assert reasons(result) == ["duplicate", "duplicate"]

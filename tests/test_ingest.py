@@ -271,7 +271,7 @@ def test_a_tick_sent_again_in_a_later_batch_is_quarantined():
     memory = DuplicateMemory()
     stored = process(batch(tick(0), tick(1)), memory, now=NOW)
     for t in stored.ticks:
-        memory.remember(t.asset, t.time_ns, t.price, t.message.stream_seq)
+        memory.remember(t.series, t.time_ns, t.price, t.message.stream_seq)
     later = batch(tick(0), tick(1, price=1.0), tick(2), first_seq=10)
     result = process(later, memory, now=NOW)
     assert reasons_by_seq(result) == {10: "duplicate", 11: "conflicting duplicate"}
@@ -280,6 +280,17 @@ def test_a_tick_sent_again_in_a_later_batch_is_quarantined():
     again = process(stored_messages := [t.message for t in stored.ticks], memory, now=NOW)
     assert [t.message for t in again.ticks] == stored_messages
     assert again.quarantined == []
+
+
+def test_the_same_instant_from_another_source_is_no_duplicate():
+    memory = DuplicateMemory()
+    stored = process(batch(tick(0, source="history")), memory, now=NOW)
+    for t in stored.ticks:
+        memory.remember(t.series, t.time_ns, t.price, t.message.stream_seq)
+    later = batch(tick(0, source="replay"), tick(0, source="history"), first_seq=5)
+    result = process(later, memory, now=NOW)
+    assert [t.message.stream_seq for t in result.ticks] == [5]  # another series in InfluxDB
+    assert reasons_by_seq(result) == {6: "duplicate"}
 
 
 # ---------------------------------------------------------------------- robustness
