@@ -5,9 +5,11 @@ Ticks travel as small JSON objects, one per message::
     {"asset": "btc", "price": 63000.5, "time": "2021-04-14T06:13:00Z", "source": "replay", "seq": 7}
 
 - ``ticks.<asset>`` (JetStream stream ``TICKS``, file storage): every tick the source emits,
-  good or bad. The stream keeps each message until the ingest workers have acknowledged it,
-  so a worker that restarts loses nothing. A ``Nats-Msg-Id`` header lets JetStream drop a
-  message published twice within :data:`DUPLICATE_WINDOW` (a source that restarts).
+  good or bad; ``ticks.<asset>.history`` the history it sends first (the backfill). The
+  stream keeps the messages, acknowledged or not, up to :data:`STREAM_MAX_BYTES` (the
+  oldest go first), so a worker that restarts loses nothing and a source can see how far it
+  got. A ``Nats-Msg-Id`` header lets JetStream drop a message published twice within
+  :data:`DUPLICATE_WINDOW` (a source that restarts).
 - ``clean.<asset>`` (plain NATS, no storage): each tick once it is cleaned and stored in
   InfluxDB; the api pushes these to browsers live.
 """
@@ -43,6 +45,12 @@ def subject(prefix: str, asset: Any) -> str:
     """
     token = _TOKEN.sub("_", str(asset).strip().lower())[:64] or "_"
     return f"{prefix}.{token}"
+
+
+def history_subject(asset: Any) -> str:
+    """The subject of an asset's backfilled history, ``ticks.<asset>.history``: apart from
+    its live ticks, so that a source can ask JetStream how far the history was sent."""
+    return subject(TICK_PREFIX, asset) + ".history"
 
 
 # One encoder for every message: json.dumps with options builds a new one per call.

@@ -27,6 +27,7 @@ use and says why (a warning), so one typo never stops the stream.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import numbers
@@ -41,7 +42,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .config import load_settings
+from .config import data_dir as default_data_dir
 from .errors import DataError, UnknownAssetError
 
 log = logging.getLogger(__name__)
@@ -424,9 +425,17 @@ def parse(text: str, where: str = FILE_NAME) -> Catalogue:
 
 
 def path(data_dir: Path | str | None = None) -> Path:
-    """Where the catalogue file is: ``<data folder>/assets.yaml``."""
-    folder = Path(data_dir) if data_dir is not None else load_settings().data_dir
-    return folder / FILE_NAME
+    """Where the catalogue file is: ``<data folder>/assets.yaml`` (``data_dir``, else
+    ``LAB_DATA_DIR``, else ``data/``)."""
+    if data_dir is None:
+        return _default_path(os.environ.get("LAB_DATA_DIR"))
+    return (Path(data_dir) / FILE_NAME).resolve()
+
+
+@functools.lru_cache(maxsize=16)
+def _default_path(setting: str | None) -> Path:
+    # Once per value of LAB_DATA_DIR: finding the project folder costs more than a stat.
+    return (default_data_dir({"LAB_DATA_DIR": setting} if setting else {}) / FILE_NAME).resolve()
 
 
 # path -> (file signature, catalogue) of the last version that parsed
@@ -446,7 +455,7 @@ def load(data_dir: Path | str | None = None) -> Catalogue:
     version stays in use and a warning says what is wrong; with no good version yet, the
     :class:`CatalogueError` is raised.
     """
-    file = path(data_dir).resolve()
+    file = path(data_dir)
     try:
         signature = _signature(file)
     except FileNotFoundError:

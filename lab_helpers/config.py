@@ -42,6 +42,13 @@ def project_root() -> Path:
     return Path.cwd()
 
 
+def data_dir(env: dict[str, str] | None = None) -> Path:
+    """The folder of the price files and the asset catalogue: ``LAB_DATA_DIR``, else ``data/``
+    of the project (cheap: hot paths call it, so it reads no file)."""
+    env = os.environ if env is None else env
+    return Path(env.get("LAB_DATA_DIR") or project_root() / "data").resolve()
+
+
 @dataclass(frozen=True)
 class Credentials:
     """A user name and password for InfluxDB. The password never shows in ``repr``."""
@@ -127,7 +134,6 @@ def load_settings(env: dict[str, str] | None = None, lab_dir: Path | str | None 
         raise ConfigError(f"LAB_MODE={mode!r} is not valid: use 'local' or 'cluster'")
     root = project_root()
     lab_dir = Path(lab_dir or env.get("LAB_DIR") or root / ".lab").resolve()
-    data_dir = Path(env.get("LAB_DATA_DIR") or root / "data").resolve()
 
     stack = _read_json(lab_dir / "stack.json") if mode == "local" else {}
     stored = _read_json(lab_dir / "credentials.json") if mode == "local" else {}
@@ -148,7 +154,7 @@ def load_settings(env: dict[str, str] | None = None, lab_dir: Path | str | None 
     return Settings(
         mode=mode,
         lab_dir=lab_dir,
-        data_dir=data_dir,
+        data_dir=data_dir(env),
         influx_url=env.get("LAB_INFLUX_URL") or stack.get("influxdb", {}).get("url"),
         influx_database=env.get("LAB_INFLUX_DB", DEFAULT_DATABASE),
         nats_url=env.get("LAB_NATS_URL") or stack.get("nats", {}).get("url"),
