@@ -4,7 +4,8 @@ Each service (``services/<name>/main.py``) builds its FastAPI app with :func:`cr
 and runs it with :func:`serve`. That gives it, the same way in every service:
 
 - ``GET /healthz``: the process is alive and not stuck (Kubernetes liveness probe); 503 with
-  the reason when one of its liveness checks fails, so that Kubernetes restarts it;
+  the reason when one of its liveness checks fails, so that Kubernetes restarts it. The answer
+  names the process (``pid``), so that whoever started it knows the answer is its own;
 - ``GET /readyz``: its dependencies answer (readiness probe); 503 with the reason if not;
 - ``GET /metrics``: Prometheus text format;
 - structured logs: one JSON object per line on stdout, which ``kubectl logs`` shows;
@@ -19,6 +20,7 @@ import asyncio
 import inspect
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -129,7 +131,9 @@ def create_app(
         problems = await problems_of(liveness)
         if problems:
             return JSONResponse(status_code=503, content={"status": "stuck", "problems": problems})
-        return {"status": "ok", "service": name}
+        # The pid tells a starting process that the answer is its own, not another program's
+        # on the same port.
+        return {"status": "ok", "service": name, "pid": os.getpid()}
 
     @app.get("/readyz", tags=["health"], summary="Readiness: every dependency answers")
     async def readyz():

@@ -144,6 +144,18 @@ def _replica_number(name: str) -> int:
     return int(name.rpartition("-")[2])
 
 
+class PortTaken(StackError):
+    """A service could not listen on its port: another program took it as it started."""
+
+
+def _json(resp: requests.Response) -> dict:
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 @dataclass
 class ServiceStatus:
     """One line of ``stack status``."""
@@ -256,6 +268,9 @@ class LocalStack:
             resp = requests.get(url, timeout=1)
         except requests.RequestException:
             return False
+        if _program(name) in APPS:
+            # Our process, not another program that holds the port it was to take.
+            return resp.status_code == 200 and _json(resp).get("pid") == record["pid"]
         return resp.status_code == (204 if name == "influxdb" else 200)
 
     def app_command(self, name: str) -> list[str]:
@@ -311,18 +326,20 @@ class LocalStack:
         }
         return cmd, urls, None
 
-    def _ports(self, name: str, previous: dict | None) -> dict:
+    def _ports(self, name: str, previous: dict | None, usual: bool = True) -> dict:
         keys = {"influxdb": ("port", "rpc_port"), "nats": ("port", "monitor_port")}
         ports = {}
         for key in keys.get(name, ("port",)):
             # Keep the old port (or a service's usual one) when it is free, so bookmarks keep
             # working.
             wanted = (previous or {}).get(key) or (APPS[name][0] if name in APPS else None)
-            ports[key] = wanted if wanted and not port_open(wanted) else free_port()
+            ports[key] = wanted if usual and wanted and not port_open(wanted) else free_port()
         return ports
 
-    def _start(self, name: str, previous: dict | None, extra_env: dict | None = None) -> dict:
-        ports = self._ports(name, previous)
+    def _start(
+        self, name: str, previous: dict | None, extra_env: dict | None = None, usual: bool = True
+    ) -> dict:
+        ports = self._ports(name, previous, usual)
         cmd, urls, env = self._command(_program(name), ports)
         if extra_env:
             env = {**(env or os.environ), **extra_env}
@@ -343,6 +360,8 @@ class LocalStack:
             if self._healthy(name, record):
                 return
             if not self._alive(record, name):
+                if "address already in use" in self._tail(name, 5):
+                    raise PortTaken(f"{name}: port {record['port']} was taken meanwhile")
                 raise StackError(
                     f"{name} stopped during start-up; its log says: {self._tail(name, 5)!r} "
                     f"(full log: {self._log_file(name)})"
@@ -462,7 +481,12 @@ class LocalStack:
                     state[name] = record
                     self._write_state(state)  # recorded before waiting, so `down` finds it
                     self._started_here.append(name)
-                    self._wait_ready(name, record)
+                    try:
+                        self._wait_ready(name, record)
+                    except PortTaken:  # another program took the port as we started: elsewhere
+                        record = state[name] = self._start(name, None, usual=False)
+                        self._write_state(state)
+                        self._wait_ready(name, record)
                 if name == "influxdb":
                     self._bootstrap_influx(record)
         return self.status()

@@ -1,14 +1,25 @@
 """The local stack manager with the real servers: idempotent, loopback-only, clean stop."""
 
+import http.server
 import json
 import stat
 import subprocess
+import threading
 
 import pytest
 import requests
 
+from lab_helpers import stack as stack_module
 from lab_helpers.errors import StackError
-from lab_helpers.stack import SERVERS, LocalStack, _process_matches, find_binary, main, port_open
+from lab_helpers.stack import (
+    APPS,
+    SERVERS,
+    LocalStack,
+    _process_matches,
+    find_binary,
+    main,
+    port_open,
+)
 
 from .conftest import require_servers
 from .services import listening_addresses
@@ -126,3 +137,41 @@ def test_command_line(lab_dir, capsys):
     assert "unknown service 'nope'" in capsys.readouterr().err
     assert main(["down", "--lab-dir", str(lab_dir)]) == 0
     assert "stopped: nats, influxdb" in capsys.readouterr().out
+
+
+class Impostor(http.server.BaseHTTPRequestHandler):
+    """Another program on a service's usual port that answers /healthz like one."""
+
+    def do_GET(self):
+        body = json.dumps({"status": "ok", "service": "ingest", "pid": 1}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_usual_port_taken_as_the_service_starts_is_left_for_a_free_one(lab_dir, monkeypatch):
+    usual = APPS["ingest"][0]
+    try:
+        impostor = http.server.HTTPServer(("127.0.0.1", usual), Impostor)
+    except OSError:
+        impostor = None  # taken already by another program: just as good for this test
+    if impostor is not None:
+        threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    # The port looks free when the stack chooses it, and is taken when the service binds it.
+    monkeypatch.setattr(stack_module, "port_open", lambda port, host="127.0.0.1": False)
+    try:
+        stack = LocalStack(lab_dir, services=["ingest"])
+        rows = {r.name: r for r in stack.up()}
+        record = json.loads((lab_dir / "stack.json").read_text())["ingest"]
+        assert record["port"] != usual and rows["ingest"].healthy
+        answer = requests.get(record["health_url"], timeout=5).json()
+        assert answer["pid"] == record["pid"]  # its own answer, not the other program's
+        assert "address already in use" in stack.logs("ingest")
+    finally:
+        if impostor is not None:
+            impostor.shutdown()
+            impostor.server_close()
