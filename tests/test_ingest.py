@@ -488,7 +488,7 @@ def test_healthz_fails_with_the_reason_when_a_liveness_check_fails():
     app = create_app("demo", registry=CollectorRegistry(),
                      live_checks={"worker": lambda: state["problem"]})  # fmt: skip
     client = TestClient(app)
-    assert client.get("/healthz").json() == {"status": "ok", "service": "demo"}
+    assert client.get("/healthz").json() == {"status": "ok", "service": "demo", "pid": os.getpid()}
     state["problem"] = "stuck: 7 messages wait"
     resp = client.get("/healthz")
     assert resp.status_code == 503
@@ -546,6 +546,16 @@ class Publisher(threading.Thread):
 
 def get_json(service, path: str) -> dict:
     return requests.get(service.url + path, timeout=5).json()
+
+
+def handled(service, count: int, timeout: float = 20) -> dict:
+    """Wait until the service stored or quarantined ``count`` messages; its ``/stats``."""
+
+    def done():
+        stats = get_json(service, "/stats")
+        return stats["stored"] + stats["quarantined_total"] == count and stats
+
+    return wait_for(done, timeout, "every message to be stored or quarantined")
 
 
 def status(service, path: str) -> int:
@@ -638,14 +648,7 @@ def test_service_stores_valid_ticks_and_quarantines_each_bad_one(stack, admin, i
 
     with run_app(stack, "ingest", env=ingest_env, ready=True) as service:
         on_nats(stack.settings, lambda nc, js: publish_all(js, bodies))
-        stats = wait_for(
-            lambda: (
-                (s := get_json(service, "/stats"))["stored"] + s["quarantined_total"] == len(bodies)
-                and s
-            ),
-            timeout=20,
-            what="every message to be stored or quarantined",
-        )
+        stats = handled(service, len(bodies))
         samples = metrics(service)
 
     stored = stored_ticks(admin)
@@ -681,6 +684,28 @@ def test_service_stores_valid_ticks_and_quarantines_each_bad_one(stack, admin, i
         assert count == reasons.get(reason, 0), reason
     assert samples[("ingest_batches_total", ())] == stats["batches"]
     assert samples[("ingest_write_seconds_count", ())] == stats["batches"]
+
+
+@pytest.mark.integration
+def test_a_tick_from_before_its_asset_existed_never_reaches_the_api(stack, admin, ingest_env):
+    reader = quote_ident(stack.settings.credentials("reader").username)
+    admin.execute(f"GRANT READ ON {quote_ident(admin.database)} TO {reader}")
+    bodies = [
+        tick(0, time="1969-12-31T23:59:59Z"),  # a broken clock, as in the report
+        tick(1, time=-1),  # the same instant as a negative epoch
+        tick(2, time="2009-01-03T18:15:05Z"),  # bitcoin's first block: no price yet
+        tick(3, asset="eth", time="2015-07-29T23:59:59Z"),  # a second before ether's network
+        tick(4, time=(pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=2)).isoformat()),
+        tick(5),  # valid: 2024-06-01
+    ]
+    with run_app(stack, "ingest", env=ingest_env, ready=True) as service:
+        on_nats(stack.settings, lambda nc, js: publish_all(js, bodies))
+        stats = handled(service, len(bodies))
+    assert stats["quarantined"] == {"timestamp too early": 4, "timestamp out of range": 1}
+    assert points_of(stored_ticks(admin)) == expected_points(bodies[-1:])
+    with run_app(stack, "api", env={"LAB_INFLUX_DB": admin.database}) as api:
+        summary = requests.get(api.url + "/api/summary/btc", timeout=10).json()
+    assert summary["count"] == 1 and summary["first_time"] == bodies[-1]["time"]
 
 
 @pytest.mark.integration
