@@ -55,6 +55,7 @@ SERVICE = "source"
 DEFAULT_PORT = 8001
 PUBLISH_TIMEOUT = 2.0  # seconds to wait for JetStream's acknowledgement of one tick
 BACKFILL_CHUNK = 1_000  # history ticks in flight at once (acknowledged before the next ones)
+STOP_SECONDS = 5.0  # on SIGTERM, how long the producer may take to stop
 MAX_RETRY_WAIT = 5.0  # a failing publish is retried after 0.2 s, 0.4 s ... at most this
 ASSET_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 
@@ -265,6 +266,10 @@ class Source:
         self.nc = None
         self.js = None
         self.backfilled = 0
+        self.stopping = False  # set on SIGTERM: no more ticks, no more retries
+        # off (a chosen replay, or live mode) | waiting (for NATS) | sending | done
+        backfill = settings.mode == "replay" and settings.replay.backfill
+        self.backfill_state = "waiting" if backfill else "off"
         self._next: list[tuple[str, dict]] = []  # a record read ahead by _backfill
         # Read the data or plan the endpoints now: a bad setting stops the start-up (exit 2).
         if settings.mode == "replay":
@@ -286,6 +291,8 @@ class Source:
             if self.settings.mode == "replay" and self.settings.replay.backfill:
                 await self._backfill()
             async for kind, tick in self._emissions():
+                if self.stopping:
+                    return
                 await self._publish(kind, tick)
             self.state = "finished"
             self.finished_at = time.time()
@@ -295,10 +302,19 @@ class Source:
             log.exception("the producer stopped")
 
     async def stop(self, task: asyncio.Task) -> None:
-        """Stop producing and close the NATS connection (on SIGTERM)."""
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        """Stop producing and close the NATS connection (on SIGTERM), within seconds.
+
+        A cancellation can be lost in Python 3.11 (``asyncio.wait_for`` swallows one that
+        meets a result), so the producer also checks :attr:`stopping` between ticks and
+        between retries, and the cancellation is repeated until the task has ended.
+        """
+        self.stopping = True
+        deadline = time.monotonic() + STOP_SECONDS
+        while not task.done() and time.monotonic() < deadline:
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+        if not task.done():
+            log.warning("the producer did not stop in time; leaving it behind")
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.close(), timeout=5)
@@ -322,6 +338,8 @@ class Source:
                     "cannot set up the stream yet; retrying",
                     extra=log_fields(error=repr(err), attempt=attempt),
                 )
+                if self.stopping:
+                    raise asyncio.CancelledError from None
                 await asyncio.sleep(min(MAX_RETRY_WAIT, 0.2 * 2**attempt))
 
     def ready_problem(self) -> str | None:
@@ -356,6 +374,7 @@ class Source:
             if moment is not None:
                 sent[asset] = pd.Timestamp(moment, unit="s", tz="UTC")
         settings = self.settings
+        self.backfill_state = "sending"
         self.records = replay.records(settings.replay, limit=settings.limit, sent=sent)
         chunk: list[tuple[str, dict]] = []
         for kind, tick in self.records:
@@ -363,6 +382,8 @@ class Source:
                 self._next = [(kind, tick)]  # the first record of the replay itself
                 break
             chunk.append((kind, tick))
+            if self.stopping:
+                return
             if len(chunk) == BACKFILL_CHUNK:
                 await self._publish_many(chunk)
                 self.backfilled += len(chunk)
@@ -370,6 +391,7 @@ class Source:
         if chunk:
             await self._publish_many(chunk)
             self.backfilled += len(chunk)
+        self.backfill_state = "done"
         log.info("history sent", extra=log_fields(ticks=self.backfilled, already_sent=sent))
 
     async def _replayed(self) -> AsyncIterator[tuple[str, dict]]:
@@ -430,6 +452,8 @@ class Source:
                 acked[i] = None if isinstance(result, BaseException) else result
             if all(acked):
                 break
+            if self.stopping:
+                raise asyncio.CancelledError  # SIGTERM: these ticks go again at the next start
             problem = problem or next(r for r in results if isinstance(r, BaseException))
             self.publish_errors += 1
             self.publish_errors_total.inc()
@@ -511,6 +535,7 @@ class Source:
             "last_seq": self.buffer[-1]["seq"] if self.buffer else None,
             "publish_errors": self.publish_errors,
             "jetstream_duplicates": self.duplicates,
+            "backfill": self.backfill_state,
             "backfilled": self.backfilled,
             "started_at": _utc(self.started_at),
             "finished_at": _utc(self.finished_at) if self.finished_at else None,
