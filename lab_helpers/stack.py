@@ -469,7 +469,9 @@ class LocalStack:
 
     # -- public ----------------------------------------------------------------------------
     def up(self) -> list[ServiceStatus]:
-        """Start every server that is not running and wait until each answers (idempotent)."""
+        """Start every server that is not running and wait until each answers (idempotent);
+        then, while the source sends every asset's history (its default replay), until that is
+        sent, so that the dashboard has data for every asset."""
         with self._lock():
             state = self._read_state()
             for name in self.services:
@@ -489,7 +491,42 @@ class LocalStack:
                         self._wait_ready(name, record)
                 if name == "influxdb":
                     self._bootstrap_influx(record)
+            if "source" in self.services:
+                self._wait_backfill(state)
         return self.status()
+
+    def _wait_backfill(self, state: dict) -> None:
+        """Wait while the source sends every asset's history (its default replay starts with
+        it, a few seconds) and the ingest workers store it: once `up` returns, every chart
+        has data and the stream is calm. Taking longer is no error: the ticks keep coming."""
+        deadline = time.monotonic() + max(60.0, 4 * self.timeout)
+
+        def source_busy() -> bool:
+            stats = requests.get(state["source"]["url"] + "/stats", timeout=2).json()
+            return stats.get("backfill") in ("waiting", "sending") and stats["state"] != "failed"
+
+        def ingest_busy() -> bool:  # what the ingest workers still have to take, per NATS
+            if "monitor_url" not in state.get("nats", {}) or "ingest" not in state:
+                return False
+            jsz = requests.get(state["nats"]["monitor_url"] + "/jsz?consumers=true", timeout=2)
+            durable = os.environ.get("INGEST_DURABLE") or "ingest"
+            waiting = [
+                c["num_pending"] + c["num_ack_pending"]
+                for account in jsz.json().get("account_details", [])
+                for stream in account.get("stream_detail", [])
+                for c in stream.get("consumer_detail", [])
+                if c["name"] == durable
+            ]
+            return sum(waiting) > 10  # the replay goes on at its pace: a few may be in flight
+
+        for busy in (source_busy, ingest_busy):
+            while time.monotonic() < deadline:
+                try:
+                    if not busy():
+                        break
+                except (requests.RequestException, ValueError, KeyError):
+                    return
+                time.sleep(0.2)
 
     def down(self, only: list[str] | None = None) -> list[str]:
         """Stop the servers recorded in ``stack.json`` (or just those in ``only``).
