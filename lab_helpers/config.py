@@ -10,8 +10,10 @@ Environment variables
 ---------------------
 ``LAB_MODE``            ``local`` (default) or ``cluster``
 ``LAB_DIR``             where local state lives (default: ``.lab`` in the project folder)
-``LAB_DATA_DIR``        the bundled price history (default: ``data`` in the project folder)
-``LAB_INFLUX_URL``      InfluxDB v1 HTTP API, e.g. ``http://127.0.0.1:8086``
+``LAB_DATA_DIR``        the bundled price history and the asset catalogue ``assets.yaml``
+                        (default: ``data`` in the project folder)
+``LAB_INFLUX_URL``      InfluxDB v1 HTTP API, e.g. ``http://127.0.0.1:8086`` (the local stack
+                        then uses that server instead of starting its own; so for NATS)
 ``LAB_INFLUX_DB``       database for the prices (default ``prices``)
 ``LAB_INFLUX_USER`` / ``LAB_INFLUX_PASSWORD``   the identity this process uses
 ``LAB_INFLUX_<ROLE>_USER`` / ``..._PASSWORD``  per role: ADMIN, INGEST, READER

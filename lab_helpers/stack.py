@@ -21,6 +21,12 @@ runs with authentication on; the first start creates three users with generated 
 (an admin, a write-only ``ingest`` user and a read-only ``reader``) and saves them to
 ``.lab/credentials.json`` (readable by you alone). Process ids and addresses are kept in
 ``.lab/stack.json``; a pid whose process is gone, or is some other program, is ignored.
+
+The settings of the environment reach everything it starts: ``LAB_DIR`` (where all this
+lives), ``LAB_INFLUX_DB`` (the database, created with its grants at every start),
+``LAB_DATA_DIR`` (the price files and the asset catalogue). A server given by its address,
+``LAB_INFLUX_URL`` or ``LAB_NATS_URL``, is used as it is and never started nor stopped; the
+services then use the identity of ``LAB_INFLUX_USER`` (or the ``LAB_INFLUX_<ROLE>_*`` ones).
 """
 
 from __future__ import annotations
@@ -42,10 +48,12 @@ from pathlib import Path
 
 import requests
 
-from .config import Settings, load_settings, project_root
+from .config import ConfigError, Settings, load_settings, project_root
 from .errors import StackError, command_line
 
 SERVERS = ("influxdb", "nats")
+# A server whose address is set in the environment is used as it is, not started.
+SERVER_ADDRESS = {"influxdb": "LAB_INFLUX_URL", "nats": "LAB_NATS_URL"}
 # The lab's own services, in start order, with their usual port and InfluxDB role.
 APPS = {"ingest": (8002, "ingest"), "api": (8000, "reader"), "source": (8001, None)}
 SERVICES = SERVERS + tuple(APPS)
@@ -161,14 +169,15 @@ class ServiceStatus:
     """One line of ``stack status``."""
 
     name: str
-    state: str  # running | stopped | stale | not answering
+    state: str  # running | stopped | stale | not answering | external | external, not answering
     pid: int | None = None
     url: str | None = None
     healthy: bool = False
 
     def __str__(self) -> str:
         mark = "✅" if self.healthy else "⛔"
-        where = f" at {self.url} (pid {self.pid})" if self.pid else ""
+        where = f" at {self.url}" if self.url else ""
+        where += f" (pid {self.pid})" if self.pid else ""
         return f"{mark} {self.name:<9} {self.state}{where}"
 
 
@@ -198,6 +207,12 @@ class LocalStack:
         self.timeout = timeout
         self._started_here: list[str] = []
         self._children: dict[int, subprocess.Popen] = {}
+        # LAB_INFLUX_URL / LAB_NATS_URL name a server of your own: used, never started.
+        self.external = {
+            name: os.environ[variable]
+            for name, variable in SERVER_ADDRESS.items()
+            if os.environ.get(variable)
+        }
 
     # -- files -----------------------------------------------------------------------------
     @property
@@ -241,11 +256,17 @@ class LocalStack:
     @property
     def settings(self) -> Settings:
         """Settings pointing at this stack: its addresses and generated credentials, and the
-        database (``LAB_INFLUX_DB``) and data folder (``LAB_DATA_DIR``) of the environment."""
+        database (``LAB_INFLUX_DB``) and data folder (``LAB_DATA_DIR``) of the environment.
+        For a server of your own (``LAB_INFLUX_URL``, ``LAB_NATS_URL``), its address, and for
+        your InfluxDB the identities of the environment (``LAB_INFLUX_USER`` ...)."""
         env = {"LAB_MODE": "local"}
         for name in ("LAB_DATA_DIR", "LAB_INFLUX_DB"):
             if os.environ.get(name):
                 env[name] = os.environ[name]
+        if "nats" in self.external:
+            env["LAB_NATS_URL"] = self.external["nats"]
+        if "influxdb" in self.external:
+            env |= {k: v for k, v in os.environ.items() if k.startswith("LAB_INFLUX_")}
         return load_settings(env=env, lab_dir=self.lab_dir)
 
     # -- one service -----------------------------------------------------------------------
@@ -378,6 +399,48 @@ class LocalStack:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
 
+    # -- servers of your own -----------------------------------------------------------------
+    def _external_answers(self, name: str) -> bool:
+        url = self.external[name]
+        if name == "influxdb":
+            try:
+                return requests.get(url.rstrip("/") + "/ping", timeout=2).status_code == 204
+            except requests.RequestException:
+                return False
+        host, _, port = url.split("://")[-1].rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
+                return True
+        except (OSError, ValueError):
+            return False
+
+    def _check_external(self, name: str) -> None:
+        """A server given by its address answers; for InfluxDB, the database is there and
+        the services' identities are known (the stack creates no user on your server)."""
+        variable = SERVER_ADDRESS[name]
+        if not self._external_answers(name):
+            raise StackError(
+                f"{variable}={self.external[name]} does not answer: start that server, or unset "
+                f"{variable} to let the stack start its own"
+            )
+        if name != "influxdb":
+            return
+        settings = self.settings
+        try:
+            creds = {
+                role: {"username": c.username, "password": c.password}
+                for role in USERS
+                if (c := settings.credentials(role))
+            }
+        except ConfigError:
+            raise StackError(
+                f"{variable} is set: give the lab's identity on that InfluxDB with "
+                "LAB_INFLUX_USER and LAB_INFLUX_PASSWORD (an admin, who may create the "
+                "database), or per role LAB_INFLUX_ADMIN_USER, LAB_INFLUX_INGEST_USER, "
+                "LAB_INFLUX_READER_USER and their _PASSWORD"
+            ) from None
+        self._ensure_database(self.external[name], creds, settings.influx_database)
+
     # -- InfluxDB users --------------------------------------------------------------------
     def _bootstrap_influx(self, record: dict) -> None:
         """Create the admin, ingest and reader users once, and on every start the database
@@ -448,8 +511,9 @@ class LocalStack:
             f"CREATE DATABASE {name} WITH SHARD DURATION 52w"
         ]  # fmt: skip
         statements += [
-            f"GRANT WRITE ON {name} TO {quote_ident(creds['ingest']['username'])}",
-            f"GRANT READ ON {name} TO {quote_ident(creds['reader']['username'])}",
+            f"GRANT {right} ON {name} TO {quote_ident(creds[role]['username'])}"
+            for role, right in (("ingest", "WRITE"), ("reader", "READ"))
+            if creds[role]["username"] != admin["username"]  # an admin may do all already
         ]
         self._run_influxql(url, admin, statements)
 
@@ -474,7 +538,11 @@ class LocalStack:
         sent, so that the dashboard has data for every asset."""
         with self._lock():
             state = self._read_state()
+            for name in self.external:  # before starting anything: a wrong address says so
+                self._check_external(name)
             for name in self.services:
+                if name in self.external:
+                    continue
                 record = state.get(name)
                 if self._alive(record, name):
                     self._wait_ready(name, record)
@@ -591,7 +659,11 @@ class LocalStack:
             names += sorted(_replicas(state, name), key=_replica_number)
         for name in names:
             record = state.get(name)
-            if not record:
+            if name in self.external:
+                answers = self._external_answers(name)
+                state_text = "external" if answers else "external, not answering"
+                out.append(ServiceStatus(name, state_text, None, self.external[name], answers))
+            elif not record:
                 out.append(ServiceStatus(name, "stopped"))
             elif not self._alive(record, name):
                 out.append(ServiceStatus(name, "stale (recorded pid is gone)"))

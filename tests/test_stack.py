@@ -11,6 +11,7 @@ import requests
 
 from lab_helpers import stack as stack_module
 from lab_helpers.errors import StackError
+from lab_helpers.influx import InfluxDB
 from lab_helpers.stack import (
     APPS,
     SERVERS,
@@ -22,7 +23,7 @@ from lab_helpers.stack import (
 )
 
 from .conftest import require_servers
-from .services import listening_addresses
+from .services import listening_addresses, wait_for
 
 
 @pytest.fixture
@@ -175,3 +176,37 @@ def test_a_usual_port_taken_as_the_service_starts_is_left_for_a_free_one(lab_dir
         if impostor is not None:
             impostor.shutdown()
             impostor.server_close()
+
+
+def test_servers_given_by_their_address_are_used_not_started(tmp_path, monkeypatch):
+    require_servers()
+    with LocalStack(tmp_path / "servers", services=SERVERS) as servers:
+        own = servers.settings
+        admin = own.credentials("admin")
+        for variable, value in {
+            "LAB_INFLUX_URL": own.influx_url, "LAB_NATS_URL": own.nats_url,
+            "LAB_INFLUX_USER": admin.username, "LAB_INFLUX_PASSWORD": admin.password,
+            "LAB_INFLUX_DB": "theirs", "SOURCE_DATASET": "btc_usd_daily", "SOURCE_LIMIT": "20",
+            "SOURCE_RATE": "200",
+        }.items():  # fmt: skip
+            monkeypatch.setenv(variable, value)
+        stack = LocalStack(tmp_path / "lab")
+        try:
+            rows = {r.name: r for r in stack.up()}
+            assert all(r.healthy for r in rows.values()), rows
+            assert rows["influxdb"].state == rows["nats"].state == "external"
+            assert str(rows["nats"]).startswith(f"✅ nats      external at {own.nats_url}")
+            assert set(json.loads(stack.state_file.read_text())) == {"ingest", "api", "source"}
+            db = InfluxDB.connect("admin", settings=own, database="theirs")
+            wait_for(lambda: db.count("price") == 20, 30, "the source's ticks in 'theirs'")
+        finally:
+            assert sorted(stack.down()) == ["api", "ingest", "source"]  # not their servers
+        assert all(r.healthy for r in servers.status())
+
+        monkeypatch.delenv("LAB_INFLUX_USER")
+        with pytest.raises(StackError, match="give the lab's identity on that InfluxDB"):
+            LocalStack(tmp_path / "lab").up()
+    monkeypatch.setenv("LAB_NATS_URL", "nats://127.0.0.1:1")
+    monkeypatch.delenv("LAB_INFLUX_URL")
+    with pytest.raises(StackError, match=r"LAB_NATS_URL=nats://127.0.0.1:1 does not answer"):
+        LocalStack(tmp_path / "other").up()
