@@ -52,6 +52,7 @@ FILE_NAME = "assets.yaml"
 
 FREQUENCIES: tuple[str, ...] = ("1min", "daily", "monthly")
 """How often a bundled file has a row."""
+FREQUENCIES_ORDER = ("daily", "1min", "monthly")  # how the data sets are listed
 SOURCES: tuple[str, ...] = ("spot", "fix", "futures", "average")
 """``spot``: exchange trading prices; ``fix``: the LBMA/LPPM London benchmark auctions;
 ``futures``: front-month COMEX/NYMEX futures closes; ``average``: monthly average prices."""
@@ -167,15 +168,21 @@ class Catalogue:
 
     ``catalogue["btc"]`` is an :class:`Asset`; ``"btc" in catalogue``; ``list(catalogue)``
     gives the names; :meth:`normalize` turns any known spelling into the name;
-    :attr:`datasets` lists every bundled file by key.
+    :attr:`datasets` lists every bundled file by key, grouped by kind of source (spot, fix,
+    futures, average), then frequency, then asset.
     """
 
     def __init__(self, assets: Iterable[Asset], path: Path | None = None):
         self.assets: dict[str, Asset] = {a.name: a for a in assets}
         self.path = path
-        self.datasets: dict[str, Dataset] = {
-            d.key: d for a in self.assets.values() for d in a.datasets
-        }
+        # Grouped by kind of source, then frequency, then asset (in the file's order).
+        order = {name: i for i, name in enumerate(self.assets)}
+        files = [d for a in self.assets.values() for d in a.datasets]
+        files.sort(
+            key=lambda d: (SOURCES.index(d.source), FREQUENCIES_ORDER.index(d.frequency),
+                           order[d.asset])
+        )  # fmt: skip
+        self.datasets: dict[str, Dataset] = {d.key: d for d in files}
         self._lookup: dict[str, str] = {}
         for asset in self.assets.values():
             for alias in (asset.name, *asset.aliases):
