@@ -479,6 +479,40 @@ def test_liveness_asks_nats_how_many_wait_when_nothing_is_in_hand():
     assert asyncio.run(idle.liveness_problem()) is None  # nothing to do is no stall
 
 
+class FakeMsg:
+    """A JetStream message as nats-py hands it over, recording how it was answered."""
+
+    def __init__(self, body: dict, seq: int):
+        self.data = encode(body)
+        self.reply = f"$JS.ACK.TICKS.ingest.1.{seq}.{seq}.{JS_TIME + seq}.0"
+        self.answers: list[str] = []
+
+    async def ack(self):
+        self.answers.append("ack")
+
+    async def nak(self, delay=None):
+        self.answers.append("nak")
+
+    async def in_progress(self):
+        self.answers.append("in progress")
+
+
+def test_readyz_names_the_worker_when_a_batch_fails_for_another_reason(monkeypatch):
+    from lab_helpers import ingest
+
+    def broken(*args, **kw):
+        raise RuntimeError("a bug outside any one message")
+
+    worker = quiet_worker()
+    worker.retry_start = 0.01
+    monkeypatch.setattr(ingest, "process", broken)
+    msgs = [FakeMsg(tick(0), 1), FakeMsg(tick(1), 2)]
+    assert asyncio.run(worker.handle(msgs)) is False
+    assert [m.answers for m in msgs] == [["nak"], ["nak"]]  # delivered again, dead-lettered at 5
+    assert "RuntimeError('a bug outside any one message')" in worker.worker_problem()
+    assert worker.influx_problem() == "InfluxDB not contacted yet"  # not blamed on InfluxDB
+
+
 def test_healthz_fails_with_the_reason_when_a_liveness_check_fails():
     from fastapi.testclient import TestClient
 
