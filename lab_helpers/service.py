@@ -4,8 +4,9 @@ Each service (``services/<name>/main.py``) builds its FastAPI app with :func:`cr
 and runs it with :func:`serve`. That gives it, the same way in every service:
 
 - ``GET /healthz``: the process is alive and not stuck (Kubernetes liveness probe); 503 with
-  the reason when one of its liveness checks fails, so that Kubernetes restarts it. The answer
-  names the process (``pid``), so that whoever started it knows the answer is its own;
+  the reason when one of its liveness checks fails, so that Kubernetes restarts it. The
+  header ``Lab-Pid`` names the process, so that whoever started it knows the answer is its
+  own;
 - ``GET /readyz``: its dependencies answer (readiness probe); 503 with the reason if not;
 - ``GET /metrics``: Prometheus text format;
 - structured logs: one JSON object per line on stdout, which ``kubectl logs`` shows;
@@ -33,8 +34,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .config import ConfigError, env_value
+from .stack import PID_HEADER
 
 ReadyCheck = Callable[[], "str | None | Awaitable[str | None]"]
+PID = str(os.getpid())
 
 
 class JsonFormatter(logging.Formatter):
@@ -131,9 +134,9 @@ def create_app(
         problems = await problems_of(liveness)
         if problems:
             return JSONResponse(status_code=503, content={"status": "stuck", "problems": problems})
-        # The pid tells a starting process that the answer is its own, not another program's
-        # on the same port.
-        return {"status": "ok", "service": name, "pid": os.getpid()}
+        # The pid tells whoever started the process that the answer is its own, not another
+        # program's on the same port.
+        return JSONResponse({"status": "ok", "service": name}, headers={PID_HEADER: PID})
 
     @app.get("/readyz", tags=["health"], summary="Readiness: every dependency answers")
     async def readyz():

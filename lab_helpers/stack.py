@@ -51,6 +51,10 @@ import requests
 from .config import ConfigError, Settings, load_settings, project_root
 from .errors import StackError, command_line
 
+PID_HEADER = "Lab-Pid"
+"""The header of a service's ``/healthz`` that names its process: the stack takes an answer
+for its service's only when it comes from the process it started."""
+
 SERVERS = ("influxdb", "nats")
 # A server whose address is set in the environment is used as it is, not started.
 SERVER_ADDRESS = {"influxdb": "LAB_INFLUX_URL", "nats": "LAB_NATS_URL"}
@@ -154,14 +158,6 @@ def _replica_number(name: str) -> int:
 
 class PortTaken(StackError):
     """A service could not listen on its port: another program took it as it started."""
-
-
-def _json(resp: requests.Response) -> dict:
-    try:
-        body = resp.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 @dataclass
@@ -291,7 +287,7 @@ class LocalStack:
             return False
         if _program(name) in APPS:
             # Our process, not another program that holds the port it was to take.
-            return resp.status_code == 200 and _json(resp).get("pid") == record["pid"]
+            return resp.status_code == 200 and resp.headers.get(PID_HEADER) == str(record["pid"])
         return resp.status_code == (204 if name == "influxdb" else 200)
 
     def app_command(self, name: str) -> list[str]:

@@ -522,7 +522,9 @@ def test_healthz_fails_with_the_reason_when_a_liveness_check_fails():
     app = create_app("demo", registry=CollectorRegistry(),
                      live_checks={"worker": lambda: state["problem"]})  # fmt: skip
     client = TestClient(app)
-    assert client.get("/healthz").json() == {"status": "ok", "service": "demo", "pid": os.getpid()}
+    alive = client.get("/healthz")
+    assert alive.json() == {"status": "ok", "service": "demo"}
+    assert alive.headers["Lab-Pid"] == str(os.getpid())
     state["problem"] = "stuck: 7 messages wait"
     resp = client.get("/healthz")
     assert resp.status_code == 503
