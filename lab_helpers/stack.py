@@ -303,7 +303,6 @@ class LocalStack:
         settings = self.settings
         env = {
             "LAB_DIR": str(self.lab_dir.resolve()),
-            "LAB_DATA_DIR": str(settings.data_dir),
             "LAB_HOST": "127.0.0.1",
             "LAB_PORT": str(port),
             "LAB_NATS_URL": settings.require_nats_url(),
@@ -311,6 +310,8 @@ class LocalStack:
             "LAB_INFLUX_DB": settings.influx_database,
             "PYTHONUNBUFFERED": "1",
         }
+        if os.environ.get("LAB_DATA_DIR"):  # else the services find data/ as the notebooks do
+            env["LAB_DATA_DIR"] = str(settings.data_dir)
         role = APPS[name][1]
         if role:
             creds = settings.credentials(role)
