@@ -8,7 +8,9 @@ in CI (``CI`` set), where they fail.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,7 +19,7 @@ import pytest
 import requests
 
 from lab_helpers.data import ASSETS
-from lab_helpers.influx import InfluxDB
+from lab_helpers.influx import InfluxDB, quote_ident
 from tests.services import run_app
 from tests.test_api import T0, iso, publish, seeded, tick
 
@@ -55,9 +57,23 @@ def require_browser() -> None:
 
 
 @pytest.fixture(scope="module")
-def api(stack):
+def settings(stack):
+    """The stack's settings with a database of this module's own: nothing another test
+    stores can show on the page (every chart without seeded data must stay empty)."""
+    name = f"dashboard_{uuid.uuid4().hex[:8]}"
+    admin = InfluxDB.connect("admin", settings=stack.settings, database=name)
+    admin.create_database(name)
+    reader = quote_ident(stack.settings.credentials("reader").username)
+    admin.execute(f"GRANT READ ON {quote_ident(name)} TO {reader}")
+    yield dataclasses.replace(stack.settings, influx_database=name)
+    admin.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def api(stack, settings):
     require_browser()
-    with seeded(stack.settings), run_app(stack, "api", ready=True) as service:
+    env = {"LAB_INFLUX_DB": settings.influx_database}
+    with seeded(settings), run_app(stack, "api", env, ready=True) as service:
         yield service
 
 
@@ -139,9 +155,9 @@ def test_an_empty_chart_says_why_and_how_to_fill_it(page):
     assert page.problems == []
 
 
-def test_backfilled_history_fills_the_history_line_not_the_live_one(page, stack):
+def test_backfilled_history_fills_the_history_line_not_the_live_one(page, stack, settings):
     times = [T0 + pd.Timedelta(days=d) for d in (10, 11, 12)]
-    admin = InfluxDB.connect("admin", settings=stack.settings)
+    admin = InfluxDB.connect("admin", settings=settings)
     history = pd.DataFrame({"time": times, "asset": "xrp", "price": [1.0, 1.1, 1.2]})
     admin.write(history.assign(source="history"), "price", tags=["asset", "source"], time="time")
     # The ingest workers publish each stored tick, the backfilled ones too.

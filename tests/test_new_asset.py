@@ -8,15 +8,18 @@ the source replays it -> NATS -> ingest -> the api's live stream.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
+import nats
 import numpy as np
 import pandas as pd
 import pytest
 import requests
 
 from lab_helpers import catalogue, data, etl
+from lab_helpers.broker import STREAM, ensure_stream
 from lab_helpers.influx import quote_ident
 from tests.services import StreamListener, run_app, wait_for
 from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, require_browser
@@ -24,6 +27,7 @@ from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, require_brows
 pytestmark = pytest.mark.integration
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DURABLE = "new_asset"  # the ingest consumer of this test
 ACME = {
     "title": "Acme Corporation",
     "kind": "stock",
@@ -74,12 +78,25 @@ def data_folder(tmp_path, monkeypatch):
 
 @pytest.fixture
 def database(stack, admin):
-    """The ``admin`` fixture's database, which the ingest user may write and the reader read."""
+    """The ``admin`` fixture's database, which the ingest user may write and the reader read,
+    and an empty TICKS stream (what other tests published must not reach this one's worker)."""
     settings = stack.settings
     for role, right in (("ingest", "WRITE"), ("reader", "READ")):
         user = quote_ident(settings.credentials(role).username)
         admin.execute(f"GRANT {right} ON {quote_ident(admin.database)} TO {user}")
-    return admin
+
+    async def on_stream(work):
+        nc = await nats.connect(settings.require_nats_url())
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js)
+            await work(js)
+        finally:
+            await nc.close()
+
+    asyncio.run(on_stream(lambda js: js.purge_stream(STREAM)))
+    yield admin
+    asyncio.run(on_stream(lambda js: js.delete_consumer(STREAM, DURABLE)))
 
 
 def test_a_new_asset_goes_from_its_file_to_the_dashboard_and_through_the_stream(
@@ -88,7 +105,7 @@ def test_a_new_asset_goes_from_its_file_to_the_dashboard_and_through_the_stream(
     require_browser()
     rows = acme_csv(data_folder)
     env = {"LAB_INFLUX_DB": database.database, "LAB_DATA_DIR": str(data_folder)}
-    ingest_env = env | {"INGEST_DURABLE": "new_asset", "INGEST_ACK_WAIT": "5"}
+    ingest_env = env | {"INGEST_DURABLE": DURABLE, "INGEST_ACK_WAIT": "5"}
     with run_app(stack, "ingest", ingest_env, ready=True), run_app(stack, "api", env) as api:
         # Not known yet: the api refuses it.
         assert requests.get(api.url + "/api/prices/acme", timeout=10).status_code == 400
