@@ -134,7 +134,7 @@ def run(size: str = "full") -> Result:
     result = Result(NAME, TITLE, size)
     with bench_stack(NAME) as stack:
         prices = minute_prices(points)
-        admin(stack, "prices").write(prices, "price", tags=["asset", "source"], progress=False)
+        admin(stack).write(prices, "price", tags=["asset", "source"], progress=False)
         influxd = server_pid(stack, "influxdb")
         wait_idle(influxd)
         with run_service(stack, "api") as api:

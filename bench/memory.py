@@ -60,7 +60,7 @@ def run(size: str = "full") -> Result:
         elapsed = time.perf_counter() - started
         publisher.join(timeout=60)
         stats = worker.stats()
-        stored = admin(stack, "prices").count("price")
+        stored = admin(stack).count("price")
     growth = readings[total] / readings[first] - 1
     if len(marks) == 3:
         full = readings[total] / readings[marks[1]] - 1

@@ -38,7 +38,7 @@ def run(size: str = "full") -> Result:
     result = Result(NAME, TITLE, size)
     frame = price_frame(points, assets=(ASSET,), seed=7)
     with bench_stack(NAME) as stack:
-        db = admin(stack, "prices")
+        db = admin(stack)
         db.write(frame, "price", tags=["asset"], time="time", progress=False)
         wait_idle(server_pid(stack, "influxdb"))
         settings = stack.settings
@@ -53,7 +53,7 @@ def run(size: str = "full") -> Result:
         def raw() -> pd.DataFrame:
             resp = session.post(
                 settings.influx_url + "/query",
-                data={"q": LITERAL, "db": "prices", "epoch": "ns"},
+                data={"q": LITERAL, "db": db.database, "epoch": "ns"},
                 headers={"Accept": "application/csv", "Accept-Encoding": "identity"},
             )
             resp.raise_for_status()
@@ -61,7 +61,7 @@ def run(size: str = "full") -> Result:
 
         from influxdb import InfluxDBClient
 
-        client = InfluxDBClient(host, int(port), user.username, user.password, "prices")
+        client = InfluxDBClient(host, int(port), user.username, user.password, db.database)
 
         def old_way() -> pd.DataFrame:
             points = client.query(LITERAL, epoch="ns")

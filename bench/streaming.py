@@ -185,7 +185,7 @@ def drain_rate(stack, workers: int, n: int, result: Result, env: dict | None = N
     first = busy[0] if busy and last - busy[0] >= 3 else 0
     (t0, s0), (t1, s1) = samples[first], samples[last]
     rate = (sum(s1) - sum(s0)) / (t1 - t0)
-    db = admin(stack, "prices")
+    db = admin(stack)
     stored = db.count("price")
     quarantined = db.count("quarantine", "raw")
     result.check(
@@ -244,7 +244,7 @@ def worker_profile(stack, n: int) -> tuple[dict[str, float], str]:
         batch = write_batch(db, batch)
         marks.append(time.process_time())
         for tick in batch.ticks:
-            memory.remember(tick.asset, tick.time_ns, tick.price, tick.message.stream_seq)
+            memory.remember(tick.series, tick.time_ns, tick.price, tick.message.stream_seq)
         marks.append(time.process_time())
         for tick in batch.ticks:
             broker.encode(tick.payload)
@@ -315,7 +315,7 @@ class InfluxPoller(threading.Thread):
 
 def latencies(stack, n: int, result: Result, env: dict | None = None, label: str = "") -> dict:
     """Publish -> queryable and publish -> live stream at LATENCY_RATE ticks/s, in ms."""
-    db = admin(stack, "prices")
+    db = admin(stack)
     with run_service(stack, "ingest", env) as ingest, run_service(stack, "api") as api:
         listener = SseListener(api.url, n)
         listener.start()

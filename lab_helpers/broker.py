@@ -5,9 +5,11 @@ Ticks travel as small JSON objects, one per message::
     {"asset": "btc", "price": 63000.5, "time": "2021-04-14T06:13:00Z", "source": "replay", "seq": 7}
 
 - ``ticks.<asset>`` (JetStream stream ``TICKS``, file storage): every tick the source emits,
-  good or bad. The stream keeps each message until the ingest workers have acknowledged it,
-  so a worker that restarts loses nothing. A ``Nats-Msg-Id`` header lets JetStream drop a
-  message published twice within :data:`DUPLICATE_WINDOW` (a source that restarts).
+  good or bad; ``ticks.<asset>.history`` the history it sends first (the backfill). The
+  stream keeps the messages, acknowledged or not, up to :data:`STREAM_MAX_BYTES` (the
+  oldest go first), so a worker that restarts loses nothing and a source can see how far it
+  got. A ``Nats-Msg-Id`` header lets JetStream drop a message published twice within
+  :data:`DUPLICATE_WINDOW` (a source that restarts).
 - ``clean.<asset>`` (plain NATS, no storage): each tick once it is cleaned and stored in
   InfluxDB; the api pushes these to browsers live.
 """
@@ -45,6 +47,12 @@ def subject(prefix: str, asset: Any) -> str:
     return f"{prefix}.{token}"
 
 
+def history_subject(asset: Any) -> str:
+    """The subject of an asset's backfilled history, ``ticks.<asset>.history``: apart from
+    its live ticks, so that a source can ask JetStream how far the history was sent."""
+    return subject(TICK_PREFIX, asset) + ".history"
+
+
 # One encoder for every message: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
@@ -52,6 +60,17 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 def encode(tick: dict) -> bytes:
     """A tick as JSON bytes. NaN and infinity are allowed: the source sends them on purpose."""
     return _ENCODER.encode(tick).encode()
+
+
+# Why decode() refuses a message: it is not a tick at all. The quarantine records the reason.
+TOO_LARGE = "message too large"
+NOT_UTF8 = "not UTF-8"
+INVALID_JSON = "invalid JSON"
+TOO_DEEP = "JSON nested too deeply"
+NOT_AN_OBJECT = "not a JSON object"
+UNDECODABLE = "undecodable"
+DECODE_REASONS = (TOO_LARGE, NOT_UTF8, INVALID_JSON, TOO_DEEP, NOT_AN_OBJECT, UNDECODABLE)
+"""Every reason :func:`decode` gives (``undecodable``: any other failure while decoding)."""
 
 
 class BadMessage(ValueError):
@@ -63,20 +82,33 @@ class BadMessage(ValueError):
 
 
 def decode(data: bytes) -> dict:
-    """Parse one message into a dict, or raise :class:`BadMessage` with the reason."""
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise BadMessage("message too large")
+    """Parse one message into a dict, or raise :class:`BadMessage` with the reason (one of
+    :data:`DECODE_REASONS`). Never raises anything else: whatever goes wrong while decoding
+    one message concerns that message alone.
+
+    A byte order mark in front of the JSON text is ignored (RFC 8259 allows a parser to).
+    """
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadMessage("not UTF-8") from None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise BadMessage("invalid JSON") from None
-    if not isinstance(value, dict):
-        raise BadMessage("not a JSON object")
-    return value
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise BadMessage(TOO_LARGE)
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise BadMessage(NOT_UTF8) from None
+        try:
+            value = json.loads(text)
+        except RecursionError:  # thousands of nested [ or {: valid JSON, but not a tick
+            raise BadMessage(TOO_DEEP) from None
+        except ValueError:  # not JSON, or a number too long for Python to read
+            raise BadMessage(INVALID_JSON) from None
+        if not isinstance(value, dict):
+            raise BadMessage(NOT_AN_OBJECT)
+        return value
+    except BadMessage:
+        raise
+    except Exception as err:  # anything unforeseen (bytes-like objects of odd types...)
+        log.warning("a message could not be decoded: %r", err)
+        raise BadMessage(UNDECODABLE) from None
 
 
 def is_number(value: Any) -> bool:

@@ -10,8 +10,10 @@ Environment variables
 ---------------------
 ``LAB_MODE``            ``local`` (default) or ``cluster``
 ``LAB_DIR``             where local state lives (default: ``.lab`` in the project folder)
-``LAB_DATA_DIR``        the bundled price history (default: ``data`` in the project folder)
-``LAB_INFLUX_URL``      InfluxDB v1 HTTP API, e.g. ``http://127.0.0.1:8086``
+``LAB_DATA_DIR``        the bundled price history and the asset catalogue ``assets.yaml``
+                        (default: ``data`` in the project folder)
+``LAB_INFLUX_URL``      InfluxDB v1 HTTP API, e.g. ``http://127.0.0.1:8086`` (the local stack
+                        then uses that server instead of starting its own; so for NATS)
 ``LAB_INFLUX_DB``       database for the prices (default ``prices``)
 ``LAB_INFLUX_USER`` / ``LAB_INFLUX_PASSWORD``   the identity this process uses
 ``LAB_INFLUX_<ROLE>_USER`` / ``..._PASSWORD``  per role: ADMIN, INGEST, READER
@@ -40,6 +42,13 @@ def project_root() -> Path:
     if (here / "pyproject.toml").exists():
         return here
     return Path.cwd()
+
+
+def data_dir(env: dict[str, str] | None = None) -> Path:
+    """The folder of the price files and the asset catalogue: ``LAB_DATA_DIR``, else ``data/``
+    of the project (cheap: hot paths call it, so it reads no file)."""
+    env = os.environ if env is None else env
+    return Path(env.get("LAB_DATA_DIR") or project_root() / "data").resolve()
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,6 @@ def load_settings(env: dict[str, str] | None = None, lab_dir: Path | str | None 
         raise ConfigError(f"LAB_MODE={mode!r} is not valid: use 'local' or 'cluster'")
     root = project_root()
     lab_dir = Path(lab_dir or env.get("LAB_DIR") or root / ".lab").resolve()
-    data_dir = Path(env.get("LAB_DATA_DIR") or root / "data").resolve()
 
     stack = _read_json(lab_dir / "stack.json") if mode == "local" else {}
     stored = _read_json(lab_dir / "credentials.json") if mode == "local" else {}
@@ -148,7 +156,7 @@ def load_settings(env: dict[str, str] | None = None, lab_dir: Path | str | None 
     return Settings(
         mode=mode,
         lab_dir=lab_dir,
-        data_dir=data_dir,
+        data_dir=data_dir(env),
         influx_url=env.get("LAB_INFLUX_URL") or stack.get("influxdb", {}).get("url"),
         influx_database=env.get("LAB_INFLUX_DB", DEFAULT_DATABASE),
         nats_url=env.get("LAB_NATS_URL") or stack.get("nats", {}).get("url"),

@@ -1,7 +1,8 @@
-"""The bundled price history: a catalogue of data sets and loaders that return tidy tables.
+"""The bundled price history: loaders that return tidy tables.
 
 Every CSV in ``data/`` (see ``data/README.md`` for sources and licences) is one *data set*:
-one asset at one frequency from one kind of source. :func:`load` reads one data set,
+one asset at one frequency from one kind of source, listed with its asset in the asset
+catalogue ``data/assets.yaml`` (:mod:`lab_helpers.catalogue`). :func:`load` reads one data set,
 :func:`load_prices` stacks several assets, :func:`to_wide` turns the long table into one
 column per asset.
 
@@ -9,8 +10,8 @@ The long ("tidy") table has one row per asset and timestamp:
 
 ``time``    the UTC instant the price was set (``datetime64[ns, UTC]``, see below)
 ``date``    the source's calendar label, midnight, no time zone (daily and monthly sets)
-``asset``   ``btc``, ``eth``, ``xrp``, ``ltc``, ``sol``, ``gold``, ``silver`` or ``platinum``
-``price``   USD per coin, or USD per troy ounce for metals (``float64``)
+``asset``   the asset's name in the catalogue (``btc``, ``eth``, ... ``gold``, ``silver``)
+``price``   in the asset's unit: USD per coin, USD per troy ounce for metals (``float64``)
 and the file's extra columns (``open``, ``high``, ``low``, ``volume``) as ``float64``.
 
 Why ``time`` and ``date`` differ: a source labels a row with a calendar day, but the price was
@@ -23,244 +24,81 @@ when the order of events matters.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from . import catalogue
 from .config import load_settings
 from .errors import DataError, UnknownAssetError
 
-ASSETS: tuple[str, ...] = ("btc", "eth", "xrp", "ltc", "sol", "gold", "silver", "platinum")
-"""Every asset the lab knows, crypto first."""
-
-CRYPTO: tuple[str, ...] = ("btc", "eth", "xrp", "ltc", "sol")
-METALS: tuple[str, ...] = ("gold", "silver", "platinum")
-
-ASSET_KIND: dict[str, str] = {**dict.fromkeys(CRYPTO, "crypto"), **dict.fromkeys(METALS, "metal")}
-"""``crypto`` or ``metal`` for each asset."""
-
-ASSET_ALIASES: dict[str, str] = {
-    "bitcoin": "btc",
-    "xbt": "btc",
-    "ether": "eth",
-    "ethereum": "eth",
-    "ripple": "xrp",
-    "litecoin": "ltc",
-    "solana": "sol",
-    "xau": "gold",
-    "au": "gold",
-    "xag": "silver",
-    "ag": "silver",
-    "xpt": "platinum",
-    "pt": "platinum",
-}
-"""Other names for the assets (lower-case). Ticker forms such as ``BTC-USD``, ``BTC/USD``,
-``XAUUSD`` are understood too: see :func:`normalize_asset`."""
-
-FREQUENCIES: tuple[str, ...] = ("1min", "daily", "monthly")
-SOURCES: tuple[str, ...] = ("spot", "fix", "futures", "average")
-"""``spot``: exchange trading prices; ``fix``: the LBMA/LPPM London benchmark auctions;
-``futures``: front-month COMEX/NYMEX futures closes; ``average``: monthly average prices."""
-
-UNITS = {"crypto": "USD/coin", "metal": "USD/ozt"}
-
-
-@dataclass(frozen=True)
-class TimeConvention:
-    """How a source's row label becomes the UTC instant its price was set.
-
-    The label (a date is midnight) plus ``offset`` is a wall-clock time in the zone ``tz``;
-    that wall-clock time converted to UTC is ``time``. Using the zone's rules makes the
-    conversion daylight-saving aware: 15:00 in London is 14:00 UTC in summer, 15:00 in winter.
-    """
-
-    tz: str
-    offset: pd.Timedelta
-    meaning: str
-
-
-TIME_CONVENTIONS: dict[str, TimeConvention] = {
-    # A crypto daily close is the last trade of UTC day D, i.e. the instant D+1 00:00 UTC.
-    "crypto_close": TimeConvention(
-        "UTC", pd.Timedelta(days=1), "close at the end of UTC day D (D+1 00:00 UTC)"
-    ),
-    "lbma_gold_pm": TimeConvention(
-        "Europe/London", pd.Timedelta(hours=15), "LBMA gold PM fix, day D 15:00 London"
-    ),
-    "lbma_silver": TimeConvention(
-        "Europe/London", pd.Timedelta(hours=12), "LBMA silver fix, day D 12:00 London"
-    ),
-    "lppm_platinum_pm": TimeConvention(
-        "Europe/London", pd.Timedelta(hours=14), "LPPM platinum PM fix, day D 14:00 London"
-    ),
-    # One settlement time for all three metals (COMEX gold's); close enough for daily data.
-    "futures_settlement": TimeConvention(
-        "America/New_York",
-        pd.Timedelta(hours=13, minutes=30),
-        "futures settlement, day D 13:30 New York",
-    ),
-    # An average has no single instant; the start of its month is the usual stamp.
-    "month_start": TimeConvention(
-        "UTC", pd.Timedelta(0), "monthly average, first day of the month 00:00 UTC"
-    ),
-    # A bar is labelled with the minute it opens; its close price is set a minute later.
-    "bar_close_1min": TimeConvention(
-        "UTC", pd.Timedelta(minutes=1), "1-minute bar, close = label + 1 minute (UTC)"
-    ),
-}
-"""The timestamp rule of every kind of source, by name (see :class:`TimeConvention`)."""
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """One bundled CSV: which asset, how often, in which unit, from which kind of source."""
-
-    key: str
-    asset: str
-    frequency: str
-    source: str
-    convention: str
-    description: str
-
-    @property
-    def kind(self) -> str:
-        return ASSET_KIND[self.asset]
-
-    @property
-    def unit(self) -> str:
-        return UNITS[self.kind]
-
-    @property
-    def file(self) -> str:
-        return f"{self.key}.csv"
-
-
-def _catalogue() -> dict[str, Dataset]:
-    crypto_names = {
-        "btc": "Bitcoin",
-        "eth": "Ether",
-        "xrp": "XRP",
-        "ltc": "Litecoin",
-        "sol": "Solana",
-    }
-    fixes = {
-        "gold": ("lbma_gold_pm", "LBMA gold PM fix"),
-        "silver": ("lbma_silver", "LBMA silver fix"),
-        "platinum": ("lppm_platinum_pm", "LPPM platinum PM fix"),
-    }
-    futures = {"gold": "COMEX GC=F", "silver": "COMEX SI=F", "platinum": "NYMEX PL=F"}
-    sets = [
-        Dataset(
-            f"{a}_usd_daily",
-            a,
-            "daily",
-            "spot",
-            "crypto_close",
-            f"{name} daily close in USD with daily volume "
-            + ("(CryptoCompare)" if a == "btc" else "(Yahoo Finance)"),
-        )
-        for a, name in crypto_names.items()
-    ]
-    sets.append(
-        Dataset(
-            "btc_usd_1min",
-            "btc",
-            "1min",
-            "spot",
-            "bar_close_1min",
-            "Bitcoin 1-minute OHLCV bars on Gemini, 2021-03-15 .. 2021-04-20 (volume in BTC)",
-        )
-    )
-    sets += [
-        Dataset(f"{m}_usd_daily", m, "daily", "fix", conv, f"{text} in USD per troy ounce")
-        for m, (conv, text) in fixes.items()
-    ]
-    sets += [
-        Dataset(
-            f"{m}_futures_usd_daily",
-            m,
-            "daily",
-            "futures",
-            "futures_settlement",
-            f"{m.capitalize()} front-month futures close ({ticker}, Yahoo Finance), not spot",
-        )
-        for m, ticker in futures.items()
-    ]
-    sets.append(
-        Dataset(
-            "gold_usd_monthly",
-            "gold",
-            "monthly",
-            "average",
-            "month_start",
-            "Gold monthly average since 1833 (annual averages repeated monthly until 1959)",
-        )
-    )
-    return {d.key: d for d in sets}
-
-
-DATASETS: dict[str, Dataset] = _catalogue()
-"""Every bundled data set by key (the CSV file name without ``.csv``)."""
+# Vocabulary of the catalogue entries, here too because the loaders speak it.
+FREQUENCIES = catalogue.FREQUENCIES
+SOURCES = catalogue.SOURCES
+TimeConvention = catalogue.TimeConvention
+TIME_CONVENTIONS = catalogue.TIME_CONVENTIONS
+Dataset = catalogue.Dataset
 
 # When an asset has several data sets at one frequency, the first source in this order wins.
 _SOURCE_PREFERENCE = ("spot", "fix", "average", "futures")
+
+# Read from the catalogue at each access, so they always show the current file (a module
+# attribute computed on demand; ``from lab_helpers.data import ASSETS`` takes it once).
+_VIEWS = {
+    "ASSETS": lambda cat: cat.names,
+    "ASSET_KIND": lambda cat: dict(cat.kind),
+    "DATASETS": lambda cat: dict(cat.datasets),
+}
+
+
+def __getattr__(name: str):
+    """``ASSETS`` (every asset's name), ``ASSET_KIND`` (``{asset: kind}``) and ``DATASETS``
+    (every bundled file by key): views of the asset catalogue (``data/assets.yaml``)."""
+    if name in _VIEWS:
+        return _VIEWS[name](catalogue.load())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _choices(values: Iterable[str]) -> str:
     return ", ".join(values)
 
 
-def normalize_asset(name: object) -> str | None:
+def normalize_asset(name: object, *, data_dir: Path | str | None = None) -> str | None:
     """The lab's name for an asset (``"XBT"`` -> ``"btc"``), or ``None`` if it is unknown.
 
-    Case and surrounding spaces are ignored; aliases (:data:`ASSET_ALIASES`) and ticker forms
+    Case and surrounding spaces are ignored; the aliases of the catalogue and ticker forms
     against the US dollar (``BTC-USD``, ``btc/usd``, ``XAUUSD``) are understood.
     """
-    if not isinstance(name, str):
-        return None
-    key = name.strip().lower()
-    for sep in ("-", "/", "_", " "):
-        key = key.replace(sep, "")
-    candidates = [key]
-    if key.endswith("usd") and len(key) > 3:  # a ticker quoted in dollars
-        candidates.append(key[:-3])
-    for candidate in candidates:
-        if candidate in ASSET_KIND:
-            return candidate
-        if candidate in ASSET_ALIASES:
-            return ASSET_ALIASES[candidate]
-    return None
+    return catalogue.load(data_dir).normalize(name)
 
 
-def resolve_asset(name: object) -> str:
+def resolve_asset(name: object, *, data_dir: Path | str | None = None) -> str:
     """Like :func:`normalize_asset`, but an unknown name raises :class:`UnknownAssetError`."""
-    asset = normalize_asset(name)
-    if asset is None:
-        raise UnknownAssetError(f"unknown asset {name!r}: choose one of {_choices(ASSETS)}")
-    return asset
+    return catalogue.load(data_dir).resolve(name)
 
 
-def catalog() -> pd.DataFrame:
+def catalog(*, data_dir: Path | str | None = None) -> pd.DataFrame:
     """All bundled data sets, one row each (metadata only, nothing is read from disk).
 
     Columns: ``dataset`` (the key for :func:`load`), ``asset``, ``kind``, ``frequency``,
-    ``unit``, ``source``, ``time_convention`` (how ``time`` is derived), ``description``
-    and ``file``.
+    ``unit``, ``source``, ``time_convention`` (how ``time`` is derived), ``description``,
+    ``publisher`` and ``file``. The assets themselves are in ``catalogue.load().frame()``.
     """
+    assets = catalogue.load(data_dir)
     rows = [
         {
             "dataset": d.key,
             "asset": d.asset,
-            "kind": d.kind,
+            "kind": assets.kind[d.asset],
             "frequency": d.frequency,
-            "unit": d.unit,
+            "unit": assets.unit[d.asset],
             "source": d.source,
             "time_convention": TIME_CONVENTIONS[d.convention].meaning,
             "description": d.description,
+            "publisher": d.publisher,
             "file": d.file,
         }
-        for d in DATASETS.values()
+        for d in assets.datasets.values()
     ]
     return pd.DataFrame(rows)
 
@@ -315,9 +153,10 @@ def load(dataset: str, *, data_dir: Path | str | None = None) -> pd.DataFrame:
     >>> load("btc_usd_daily").tail(1)  # doctest: +SKIP
     """
     key = str(dataset).strip().lower().removesuffix(".csv")
-    if key not in DATASETS:
-        raise UnknownAssetError(f"unknown data set {dataset!r}: choose one of {_choices(DATASETS)}")
-    meta = DATASETS[key]
+    datasets = catalogue.load(data_dir).datasets
+    if key not in datasets:
+        raise UnknownAssetError(f"unknown data set {dataset!r}: choose one of {_choices(datasets)}")
+    meta = datasets[key]
     path = _data_file(meta, data_dir)
     try:
         raw = pd.read_csv(path)
@@ -357,9 +196,11 @@ def _as_list(assets: str | Iterable[str] | None) -> list[str] | None:
     return list(assets)
 
 
-def _pick(asset: str, frequency: str, source: str | None) -> Dataset | None:
+def _pick(
+    assets: catalogue.Catalogue, asset: str, frequency: str, source: str | None
+) -> Dataset | None:
     """The data set for one asset: ``source`` if it has one, else the preferred source."""
-    options = [d for d in DATASETS.values() if d.asset == asset and d.frequency == frequency]
+    options = [d for d in assets[asset].datasets if d.frequency == frequency]
     if not options:
         return None
     order = ((source,) if source else ()) + _SOURCE_PREFERENCE
@@ -389,20 +230,21 @@ def load_prices(
         )
     if source is not None and source not in SOURCES:
         raise UnknownAssetError(f"unknown source {source!r}: choose one of {_choices(SOURCES)}")
+    known = catalogue.load(data_dir)
     names = _as_list(assets)
     if names is None:
-        wanted = [a for a in ASSETS if _pick(a, frequency, source)]
+        wanted = [a for a in known if _pick(known, a, frequency, source)]
     else:
-        wanted = list(dict.fromkeys(resolve_asset(name) for name in names))
+        wanted = list(dict.fromkeys(known.resolve(name) for name in names))
     chosen = []
     for asset in wanted:
-        meta = _pick(asset, frequency, source)
+        meta = _pick(known, asset, frequency, source)
         if meta is None:
-            have = sorted({d.frequency for d in DATASETS.values() if d.asset == asset})
+            have = sorted({d.frequency for d in known[asset].datasets})
             raise UnknownAssetError(
                 f"there is no {frequency} data for {asset!r}: choose frequency "
                 f"{' or '.join(have)}, or one of the assets "
-                f"{_choices(a for a in ASSETS if _pick(a, frequency, None))}"
+                f"{_choices(a for a in known if _pick(known, a, frequency, None))}"
             )
         chosen.append(meta)
     if source is not None and not any(d.source == source for d in chosen):
@@ -436,7 +278,7 @@ def to_wide(df: pd.DataFrame, value: str = "price", on: str = "date") -> pd.Data
             "or pivot on='time'"
         )
     wide = df.pivot(index=on, columns="asset", values=value).sort_index()
-    order = [a for a in ASSETS if a in wide.columns]
+    order = [a for a in catalogue.load() if a in wide.columns]
     wide = wide[order + [c for c in wide.columns if c not in order]]
     wide.columns.name = None
     return wide

@@ -30,7 +30,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 
-from .data import ASSET_KIND, normalize_asset
+from .catalogue import Catalogue
+from .catalogue import load as load_catalogue
 from .errors import DataError
 
 REASONS: tuple[str, ...] = (
@@ -39,6 +40,7 @@ REASONS: tuple[str, ...] = (
     "price not finite",
     "unknown asset",
     "bad timestamp",
+    "timestamp too early",
     "timestamp out of range",
     "unknown unit",
     "price not positive",
@@ -57,10 +59,11 @@ _EMPTY_SPELLINGS = frozenset(
     for chars in itertools.product(*({c.lower(), c.upper()} for c in token))
 )
 
-EARLIEST = pd.Timestamp("1800-01-01", tz="UTC")
-"""Times before this are "timestamp out of range" (the bundled history starts in 1833)."""
 FUTURE_TOLERANCE = pd.Timedelta(days=1)
-"""Times more than this after ``now`` are "timestamp out of range" (clocks drift a little)."""
+"""Times more than this after ``now`` are "timestamp out of range": a clock may be a little
+ahead, and a daily close may be stamped at the end of a day that has not ended yet in UTC,
+but a price a day ahead of now is a broken clock or a wrong time zone. (Times before the
+asset's ``earliest`` date in the catalogue are "timestamp too early".)"""
 
 # Epoch numbers: the unit is inferred from the magnitude |x|. 1e11 s is the year 5138 and
 # 1e11 ms is 1973-03-03, so every time from 1973 to 5138 is unambiguous in any unit; older
@@ -76,48 +79,35 @@ EPOCH_UNITS: tuple[tuple[float, str, int], ...] = (
 TROY_OUNCE_GRAMS = 31.1034768
 """Grams in one troy ounce (the unit of precious-metal prices)."""
 
-HISTORY_MAX: dict[str, float] = {
-    "btc": 124_723.0,
-    "eth": 4_831.349,
-    "xrp": 3.555765,
-    "ltc": 386.4508,
-    "sol": 261.8698,
-    "gold": 5_020.0,
-    "silver": 49.45,
-    "platinum": 2_273.0,
-}
-"""The highest price of each asset in the bundled history (``data/``), in USD."""
-CEILING_FACTOR = 100
-PRICE_CEILING: dict[str, float] = {a: CEILING_FACTOR * top for a, top in HISTORY_MAX.items()}
-"""Prices above 100x the bundled all-time high are "price implausible" (typos, wrong units)."""
-
-JUMP_THRESHOLD: dict[str, float] = {"crypto": 0.50, "metal": 0.25}
-"""A move larger than this fraction vs the previous clean price flags the row ``suspect``.
-
-In the bundled daily history BTC's largest move is 38 % (2020-03-12) and gold's 13 %
-(1980-01-03); the few larger moves (XRP +73 % on 2023-07-13, silver +37 % on 1979-09-18) are
-real but rare enough to deserve a look, which is all a flag asks for."""
-
 DEFAULT_FILL_GAP = pd.Timedelta("3D")
 """How old a price may be to fill a missing one (``clean(fill_missing=True)``)."""
+
+QUARANTINED_ATTR = "etl_result"
+"""``result.clean.attrs[QUARANTINED_ATTR]``: ``{"clean": rows kept, "quarantined": {reason:
+rows}}`` of the :func:`clean` call that made the table (``InfluxDB.write`` uses it to say why
+a clean table is empty)."""
 
 PRICE_FIELDS = ("price", "open", "high", "low")
 """Columns in the price unit: :func:`convert_units` scales them all."""
 NUMERIC_FIELDS = ("open", "high", "low", "volume")
 """Optional fields that are always numbers; an unreadable value becomes ``NaN``."""
 
-# Units: "<currency>/<per>" such as "USD/ozt", "USc/g", "USD"; spaces and case are ignored.
+# Units: "<currency>/<quantity>" such as "USD/ozt", "USc/g", "USD"; spaces and case are ignored.
 _CURRENCY = {"usd": 1.0, "$": 1.0, "usc": 0.01, "cents": 0.01, "¢": 0.01}
-_PER: dict[str, tuple[str | None, float]] = {
-    "": (None, 1.0),  # the asset's own unit
-    "coin": ("crypto", 1.0),
-    "ozt": ("metal", 1.0),
-    "oz": ("metal", 1.0),  # precious metals are always quoted in troy ounces
-    "toz": ("metal", 1.0),
-    "g": ("metal", TROY_OUNCE_GRAMS),
-    "gram": ("metal", TROY_OUNCE_GRAMS),
-    "kg": ("metal", TROY_OUNCE_GRAMS / 1000),
+# Quantities a price can be quoted per, that convert into each other: (dimension, size).
+QUANTITIES: dict[str, tuple[str, float]] = {
+    "coin": ("coin", 1.0),
+    "share": ("share", 1.0),
+    "ozt": ("mass", TROY_OUNCE_GRAMS),
+    "oz": ("mass", TROY_OUNCE_GRAMS),  # precious metals are always quoted in troy ounces
+    "toz": ("mass", TROY_OUNCE_GRAMS),
+    "g": ("mass", 1.0),
+    "gram": ("mass", 1.0),
+    "kg": ("mass", 1000.0),
+    "lb": ("mass", 453.59237),
 }
+"""The quantities a unit can convert between, with their dimension and size (mass in grams).
+A quantity not listed (``bbl``, ``mwh`` ...) is accepted only as the asset's own."""
 _OUTPUT_FLAGS = ("filled", "suspect")
 # datetime64[ns] holds 1677..2262; times outside these bounds are out of range anyway.
 _NS_LOW, _NS_HIGH = pd.Timestamp("1700-01-01"), pd.Timestamp("2262-01-01")
@@ -125,23 +115,35 @@ _NS_LOW, _NS_HIGH = pd.Timestamp("1700-01-01"), pd.Timestamp("2262-01-01")
 _OFFSET = r"(?:[zZ]|[+-]\d\d(?::?\d\d)?)$"
 
 
-def unit_factor(unit: object, kind: str) -> float | None:
-    """The factor that turns a price in ``unit`` into USD/coin (crypto) or USD/ozt (metal).
-
-    ``kind`` is ``"crypto"`` or ``"metal"``. Returns ``None`` for a unit that is unknown or
-    that does not fit the asset (a coin priced per gram). ``unit_factor("USD/g", "metal")``
-    is 31.1034768; ``unit_factor("USc", "crypto")`` is 0.01.
-    """
+def _parse_unit(unit: object) -> tuple[float, str] | None:
+    """``"USc / g"`` -> ``(0.01, "g")``; ``None`` for text that is not a unit."""
     if not isinstance(unit, str):
         return None
     text = unit.strip().lower().replace(" per ", "/").replace(" ", "")
     currency, _, per = text.partition("/")
-    if currency not in _CURRENCY or per not in _PER:
+    if currency not in _CURRENCY:
         return None
-    fits, factor = _PER[per]
-    if fits is not None and fits != kind:
+    return _CURRENCY[currency], per
+
+
+def unit_factor(unit: object, asset_unit: str) -> float | None:
+    """The factor that turns a price in ``unit`` into the asset's own unit ``asset_unit``
+    (its ``unit`` in the catalogue, e.g. ``"USD/ozt"``).
+
+    Returns ``None`` for a unit that is unknown or that does not fit the asset (a coin priced
+    per gram). ``unit_factor("USD/g", "USD/ozt")`` is 31.1034768; ``unit_factor("USc",
+    "USD/coin")`` is 0.01; ``USD`` alone means the asset's own quantity.
+    """
+    given, own = _parse_unit(unit), _parse_unit(asset_unit)
+    if given is None or own is None:
         return None
-    return _CURRENCY[currency] * factor
+    (currency, per), (own_currency, own_per) = given, own
+    if per in ("", own_per):
+        return currency / own_currency
+    size, own_size = QUANTITIES.get(per), QUANTITIES.get(own_per)
+    if size is None or own_size is None or size[0] != own_size[0]:
+        return None
+    return currency / own_currency * own_size[1] / size[1]
 
 
 @dataclass(eq=False)
@@ -152,7 +154,8 @@ class Batch:
     0..n-1 as index) that the rules convert column by column. ``reason[i]`` is ``None`` while
     row ``i`` is still in, else why it was quarantined. ``filled`` and ``suspect`` are the flags
     of the clean rows; ``order`` (set by :func:`drop_duplicates`) lists the clean rows'
-    positions sorted by asset and time. The other attributes are the options of :func:`clean`.
+    positions sorted by asset and time. ``assets`` is the asset catalogue the rules follow.
+    The other attributes are the options of :func:`clean`.
     """
 
     frame: pd.DataFrame
@@ -160,6 +163,7 @@ class Batch:
     max_fill_gap: pd.Timedelta = DEFAULT_FILL_GAP
     now: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
     source_tz: str = "UTC"
+    assets: Catalogue = field(default_factory=load_catalogue)
     reason: np.ndarray = field(init=False)
     filled: np.ndarray = field(init=False)
     suspect: np.ndarray = field(init=False)
@@ -243,13 +247,22 @@ def _float_or_inf(value) -> float:
         return np.inf if value > 0 else -np.inf
 
 
+def _beyond(times) -> np.ndarray:
+    """-1 for a time before 1700, +1 after 2262 (beyond nanosecond times), else 0."""
+    times = pd.Series(times)
+    early = np.asarray(times.notna() & (times < _NS_LOW), dtype=bool)
+    late = np.asarray(times.notna() & (times > _NS_HIGH), dtype=bool)
+    return late.astype("int8") - early.astype("int8")
+
+
 def _localize(naive: pd.Series, zone: str) -> tuple[pd.Series, np.ndarray]:
-    """Naive wall-clock times in ``zone`` as UTC ns, plus a mask of times beyond 1700..2262.
+    """Naive wall-clock times in ``zone`` as UTC ns, plus where they are beyond 1700..2262
+    (-1 before, +1 after, see :func:`_beyond`).
 
     A wall-clock time that does not exist or is ambiguous in ``zone`` (DST changes) is NaT.
     """
-    far = np.array(naive.notna() & ((naive < _NS_LOW) | (naive > _NS_HIGH)), dtype=bool)
-    inside = naive.where(~far).dt.as_unit("ns")
+    far = _beyond(naive)
+    inside = naive.where(far == 0).dt.as_unit("ns")
     if zone == "UTC":
         return inside.dt.tz_localize("UTC"), far
     local = inside.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
@@ -257,7 +270,8 @@ def _localize(naive: pd.Series, zone: str) -> tuple[pd.Series, np.ndarray]:
 
 
 def _epoch_to_utc(numbers_: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Epoch numbers as UTC times (unit from :data:`EPOCH_UNITS`), plus a "too far" mask."""
+    """Epoch numbers as UTC times (unit from :data:`EPOCH_UNITS`), plus where they are too
+    far (-1 before 1700, +1 after 2262)."""
     floats = numbers_.to_numpy(dtype="float64", na_value=np.nan)
     magnitude = np.abs(floats)
     per_unit = np.select(
@@ -273,11 +287,12 @@ def _epoch_to_utc(numbers_: pd.Series) -> tuple[pd.Series, np.ndarray]:
     else:
         ns[fits] = np.round(approx_ns[fits]).astype("int64")
     times = pd.Series(ns.view("datetime64[ns]"), index=numbers_.index).where(fits)
-    return times.dt.tz_localize("UTC"), np.isfinite(floats) & ~fits
+    too_far = np.isfinite(floats) & ~fits
+    return times.dt.tz_localize("UTC"), np.where(too_far, np.sign(floats), 0).astype("int8")
 
 
 def _iso_to_utc(text: pd.Series, source_tz: str) -> tuple[pd.Series, np.ndarray]:
-    """ISO 8601 text as UTC times (no offset: ``source_tz``), plus a "too far" mask."""
+    """ISO 8601 text as UTC times (no offset: ``source_tz``), plus where they are too far."""
     try:  # the usual batch is all naive or all with offsets: one fast pass
         parsed = pd.to_datetime(text, format="ISO8601", errors="coerce")
         naive = np.full(len(text), parsed.dt.tz is None)
@@ -300,7 +315,7 @@ def _iso_to_utc(text: pd.Series, source_tz: str) -> tuple[pd.Series, np.ndarray]
             errors="coerce",
             utc=True,
         ).dt.tz_localize(None)
-        far[failed] = (retry.notna() & ((retry < _NS_LOW) | (retry > _NS_HIGH))).to_numpy()
+        far[failed] = _beyond(retry.to_numpy())
     return times, far
 
 
@@ -315,15 +330,16 @@ def _objects_to_utc(values: pd.Series, source_tz: str) -> tuple[pd.Series, np.nd
             stamp = pd.NaT if pd.isna(stamp) else stamp.tz_convert("UTC")
         except (ValueError, TypeError, OverflowError):
             stamp = pd.NaT
-        is_far = not pd.isna(stamp) and not _NS_LOW <= stamp.tz_localize(None) <= _NS_HIGH
-        converted.append(pd.NaT if is_far or pd.isna(stamp) else stamp.as_unit("ns"))
-        far.append(is_far)
+        side = 0 if pd.isna(stamp) else int(_beyond([stamp.tz_localize(None)])[0])
+        converted.append(pd.NaT if side or pd.isna(stamp) else stamp.as_unit("ns"))
+        far.append(side)
     times = pd.Series(converted, index=values.index, dtype="datetime64[ns, UTC]")
-    return times, np.array(far, dtype=bool)
+    return times, np.array(far, dtype="int8")
 
 
 def _any_to_utc(values: pd.Series, source_tz: str) -> tuple[pd.Series, np.ndarray]:
-    """Times of any form as UTC ns (NaT when unreadable), plus a "too far" mask."""
+    """Times of any form as UTC ns (NaT when unreadable), plus where they are too far
+    (-1 before 1700, +1 after 2262)."""
     if pd.api.types.is_datetime64_any_dtype(values.dtype):  # already typed: no parsing
         if values.dt.tz is None:
             return _localize(values, source_tz)
@@ -333,7 +349,7 @@ def _any_to_utc(values: pd.Series, source_tz: str) -> tuple[pd.Series, np.ndarra
         return _epoch_to_utc(values)  # a numeric column: epoch numbers, ints kept exact
 
     times = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
-    far = np.zeros(len(values), dtype=bool)
+    far = np.zeros(len(values), dtype="int8")
     text = kinds == "str"
     # Numbers and numeric text are epoch times. ISO text has "-" at index 4 ("2021-"): only
     # the rest needs the (slower) number parser.
@@ -359,6 +375,17 @@ def _at(n: int, positions: np.ndarray) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[positions] = True
     return mask
+
+
+def _series_keys(frame: pd.DataFrame) -> np.ndarray:
+    """Which price series each row belongs to: its asset, and its source when the batch has
+    a ``source`` column (two exchanges may price bitcoin differently at the same instant:
+    two series, as InfluxDB stores them, not duplicates)."""
+    assets = frame["asset"].to_numpy(dtype=object).astype(str)
+    if "source" not in frame.columns:
+        return assets
+    sources = frame["source"].to_numpy(dtype=object).astype(str)
+    return np.char.add(np.char.add(assets, "\x1f"), sources)
 
 
 def _series_of(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -415,48 +442,55 @@ def normalize_assets(batch: Batch) -> None:
     """Rule 3: asset names become the lab's names; unknown or missing ones are quarantined.
 
     ``" BTC "``, ``"XBT"``, ``"bitcoin"``, ``"BTC-USD"`` all become ``"btc"``; ``"XAU"``
-    becomes ``"gold"`` (see :func:`lab_helpers.data.normalize_asset`). Anything else,
-    including a missing asset or a batch without an ``asset`` column, is "unknown asset".
+    becomes ``"gold"``: the names and aliases of the asset catalogue (``data/assets.yaml``,
+    see :meth:`lab_helpers.catalogue.Catalogue.normalize`). Anything else, including a
+    missing asset or a batch without an ``asset`` column, is "unknown asset".
     """
     frame = batch.frame
     values = _series_of(frame, "asset")
     text = _kinds(values) == "str"
     names = values.astype(object).where(text, None)
-    lookup = {name: normalize_asset(name) for name in names[text].unique()}
+    lookup = {name: batch.assets.normalize(name) for name in names[text].unique()}
     assets = names.map(lookup)  # names are few: normalise each distinct one once
     batch.reject(assets.isna(), "unknown asset")
     frame["asset"] = assets.astype(object)
 
 
 def parse_times(batch: Batch) -> None:
-    """Rule 4: times become UTC; "bad timestamp" or "timestamp out of range" otherwise.
+    """Rule 4: times become UTC; "bad timestamp", "timestamp too early" or "timestamp out of
+    range" otherwise.
 
     Accepted: ISO 8601 text with an offset (``2021-04-14T10:00:00+02:00``, ``...Z``) or
     without one (``2021-04-14 10:00``, ``2021-04-14``), ``datetime``/``Timestamp`` objects,
     and epoch numbers or numeric text in seconds, ms, us or ns (the unit is inferred from the
     size, see :data:`EPOCH_UNITS`). Times without an offset are read in ``source_tz``
     (default UTC); a wall-clock time that does not exist or is ambiguous there (DST changes)
-    is a "bad timestamp", like missing or unreadable values. Times before 1800 or more than
-    a day after ``now`` are "timestamp out of range".
+    is a "bad timestamp", like missing or unreadable values. A time before the asset's
+    ``earliest`` date in the catalogue (bitcoin: 2010-03-17) is "timestamp too early"; more
+    than :data:`FUTURE_TOLERANCE` (a day) after ``now`` is "timestamp out of range".
     """
-    times, far = _any_to_utc(batch.frame["time"], batch.source_tz)
+    frame = batch.frame
+    times, far = _any_to_utc(frame["time"], batch.source_tz)
     times = times.astype("datetime64[ns, UTC]")
-    bad = times.isna().to_numpy() & ~far
-    in_range = ((times >= EARLIEST) & (times <= batch.now + FUTURE_TOLERANCE)).to_numpy()
-    batch.reject(bad, "bad timestamp")
-    batch.reject(~bad & ~in_range, "timestamp out of range")
-    batch.frame["time"] = times
+    earliest = frame["asset"].map(batch.assets.earliest).astype("datetime64[ns, UTC]")
+    early = (far < 0) | (times < earliest).to_numpy()
+    late = (far > 0) | (times > batch.now + FUTURE_TOLERANCE).to_numpy()
+    batch.reject(times.isna().to_numpy() & (far == 0), "bad timestamp")
+    batch.reject(early, "timestamp too early")
+    batch.reject(late, "timestamp out of range")
+    frame["time"] = times
 
 
 def convert_units(batch: Batch) -> None:
-    """Rule 5: prices in another unit become USD/coin or USD/ozt; "unknown unit" otherwise.
+    """Rule 5: prices in another unit become the asset's own unit; "unknown unit" otherwise.
 
-    Only if the batch has a ``unit`` column. Metals in USD per gram (``USD/g``) or per
-    kilogram (``USD/kg``) are converted to USD per troy ounce (1 ozt = 31.1034768 g); prices
-    in US cents (``USc``, ``USc/g`` ...) to USD. A missing unit means the asset's usual one
-    (``USD``, ``USD/coin``, ``USD/ozt`` are the same). Anything else, or a unit that does not
-    fit the asset (a coin per gram), is "unknown unit". ``open``/``high``/``low`` are scaled
-    like ``price``; the ``unit`` column is then dropped.
+    Only if the batch has a ``unit`` column. The asset's own unit is its ``unit`` in the
+    catalogue (USD/coin for crypto, USD/ozt for metals). Metals in USD per gram (``USD/g``)
+    or per kilogram (``USD/kg``) are converted to USD per troy ounce (1 ozt = 31.1034768 g);
+    prices in US cents (``USc``, ``USc/g`` ...) to USD (see :func:`unit_factor`). A missing
+    unit, or ``USD`` alone, means the asset's own unit. Anything else, or a unit that does
+    not fit the asset (a coin per gram), is "unknown unit". ``open``/``high``/``low`` are
+    scaled like ``price``; the ``unit`` column is then dropped.
     """
     frame = batch.frame
     if "unit" not in frame.columns:
@@ -465,15 +499,15 @@ def convert_units(batch: Batch) -> None:
     # "" stands for a missing unit (the asset's usual one), None for a unit that is not text.
     units = frame["unit"].astype(object).where(unit_kinds == "str", None)
     units = units.where(unit_kinds != "na", "")
-    pairs = pd.DataFrame({"unit": units, "kind": frame["asset"].map(ASSET_KIND)})
-    table = pairs.drop_duplicates()  # few distinct (unit, kind) pairs: look each up once
+    pairs = pd.DataFrame({"unit": units, "own": frame["asset"].map(batch.assets.unit)})
+    table = pairs.drop_duplicates()  # few distinct (unit, own unit) pairs: look each up once
     table["factor"] = [
-        1.0 if unit == "" else unit_factor(unit, kind)
-        for unit, kind in table.itertuples(index=False)
+        1.0 if unit == "" else unit_factor(unit, own) if isinstance(own, str) else None
+        for unit, own in table.itertuples(index=False)
     ]
-    factor = pairs.merge(table, on=["unit", "kind"], how="left")["factor"].astype(float)
+    factor = pairs.merge(table, on=["unit", "own"], how="left")["factor"].astype(float)
     factor.index = frame.index
-    batch.reject(factor.isna() & pairs["kind"].notna(), "unknown unit")
+    batch.reject(factor.isna() & pairs["own"].notna(), "unknown unit")
     for column in PRICE_FIELDS:
         if column in frame.columns and pd.api.types.is_float_dtype(frame[column].dtype):
             frame[column] = frame[column] * factor.fillna(1.0)
@@ -483,19 +517,21 @@ def convert_units(batch: Batch) -> None:
 def reject_impossible(batch: Batch) -> None:
     """Rule 6: "price not positive" (<= 0) and "price implausible" (above the ceiling).
 
-    The ceiling is 100x the asset's highest price in the bundled history
-    (:data:`PRICE_CEILING`): BTC above about 12.5 million USD is a typo or a wrong unit.
+    The ceiling is the asset's ``ceiling`` in the catalogue, 100 times its highest bundled
+    price for the lab's assets: BTC above about 12.5 million USD is a typo or a wrong unit.
     """
     frame = batch.frame
     batch.reject(frame["price"] <= 0, "price not positive")
-    batch.reject(frame["price"] > frame["asset"].map(PRICE_CEILING), "price implausible")
+    ceiling = frame["asset"].map(batch.assets.ceiling).astype(float)
+    batch.reject(frame["price"] > ceiling, "price implausible")
 
 
 def fill_gaps(batch: Batch) -> None:
     """Rule 1, second half: with ``fill_missing=True``, fill a missing price from the past.
 
-    The price is copied from the latest valid price of the same asset at or before that
-    time (the first one seen if several share that time), if it is at most ``max_fill_gap``
+    The price is copied from the latest valid price of the same asset (and source, when the
+    batch has a ``source`` column) at or before that time (the first one seen if several
+    share that time), if it is at most ``max_fill_gap``
     (default 3 days) older; the row is flagged ``filled=True``. Otherwise the row is
     quarantined as "missing price". Does nothing when ``fill_missing=False``.
     """
@@ -504,15 +540,16 @@ def fill_gaps(batch: Batch) -> None:
     missing = alive & frame["price"].isna().to_numpy()
     if not batch.fill_missing or not missing.any():
         return
-    wanted = frame.loc[missing, ["time", "asset"]].reset_index(names="pos")
-    known = frame.loc[alive & ~missing, ["time", "asset", "price"]]
-    # Of prices that share asset and time, rule 7 keeps the first seen: fill from that one.
-    known = known.drop_duplicates(["asset", "time"]).assign(source_time=lambda k: k["time"])
+    series = frame[["time", "price"]].assign(series=_series_keys(frame))
+    wanted = series.loc[missing, ["time", "series"]].reset_index(names="pos")
+    known = series.loc[alive & ~missing]
+    # Of prices that share series and time, rule 7 keeps the first seen: fill from that one.
+    known = known.drop_duplicates(["series", "time"]).assign(source_time=lambda k: k["time"])
     matched = pd.merge_asof(
         wanted.sort_values("time"),
         known.sort_values("time"),
         on="time",
-        by="asset",
+        by="series",
         direction="backward",
     )
     ok = (matched["time"] - matched["source_time"] <= batch.max_fill_gap).to_numpy()
@@ -528,14 +565,15 @@ def drop_duplicates(batch: Batch) -> None:
     A row with the same asset, time and price as an earlier one is a "duplicate". A row with
     the same asset and time but another price is a "conflicting duplicate": the first one
     seen (lowest input position) is kept. A filled row never wins over a real price: at the
-    same time as one, it is a "duplicate".
+    same time as one, it is a "duplicate". When the batch has a ``source`` column, "the same
+    asset" means the same asset from the same source (rows are sorted by asset, source, time).
     """
     frame = batch.frame
     alive = np.flatnonzero(batch.alive)
-    asset_codes, _ = pd.factorize(frame["asset"].to_numpy()[alive], sort=True)
+    series_codes, _ = pd.factorize(_series_keys(frame)[alive], sort=True)
     rows = pd.DataFrame(
         {
-            "asset": asset_codes,
+            "asset": series_codes,
             "time": frame["time"].dt.tz_localize(None).to_numpy().view("int64")[alive],
             "price": frame["price"].to_numpy(dtype="float64")[alive],
             "filled": batch.filled[alive],
@@ -556,17 +594,19 @@ def drop_duplicates(batch: Batch) -> None:
 def flag_jumps(batch: Batch) -> None:
     """Rule 8: flag (do not quarantine) a price far from the previous clean price.
 
-    ``suspect=True`` when the price moved more than :data:`JUMP_THRESHOLD` (50 % for crypto,
-    25 % for metals) since the previous clean row of the same asset in this batch. After a
-    bad tick, the move back is flagged too when it is also that large.
+    ``suspect=True`` when the price moved more than the asset's ``jump`` in the catalogue
+    (0.5, i.e. 50 %, for crypto; 0.25 for metals) since the previous clean row of the same
+    asset (and source, when the batch has a ``source`` column) in this batch. After a bad
+    tick, the move back is flagged too when it is also that large.
     """
     order = batch.order if batch.order is not None else np.flatnonzero(batch.alive)
     codes, names = pd.factorize(batch.frame["asset"].to_numpy()[order])
+    series, _ = pd.factorize(_series_keys(batch.frame)[order])
     price = batch.frame["price"].to_numpy(dtype="float64")[order]
-    limit = np.array([JUMP_THRESHOLD[ASSET_KIND[name]] for name in names])[codes]
+    limit = np.array([batch.assets.jump[name] for name in names], dtype=float)[codes]
     jump = np.zeros(len(order), dtype=bool)
-    if len(order) > 1:  # rows are sorted by asset then time: compare each with the one before
-        same_asset = codes[1:] == codes[:-1]
+    if len(order) > 1:  # rows are sorted by series then time: compare each with the one before
+        same_asset = series[1:] == series[:-1]
         change = np.abs(price[1:] / price[:-1] - 1)
         jump[1:] = same_asset & (change > limit[1:])
     batch.suspect[order] = jump
@@ -658,6 +698,7 @@ def clean(
     max_fill_gap: pd.Timedelta | str = DEFAULT_FILL_GAP,
     now: pd.Timestamp | str | None = None,
     source_tz: str = "UTC",
+    assets: Catalogue | None = None,
 ) -> CleanResult:
     """Clean a raw batch of price rows: returns a :class:`CleanResult` (clean + quarantine).
 
@@ -669,6 +710,8 @@ def clean(
       at most ``max_fill_gap`` old (rows flagged ``filled``), instead of quarantining it.
     * ``now``: the reference for "in the future" (default: the current time).
     * ``source_tz``: the time zone of times given without an offset (default UTC).
+    * ``assets``: the asset catalogue to follow (default: ``lab_helpers.catalogue.load()``,
+      the file ``data/assets.yaml``, or the one in ``LAB_DATA_DIR``).
 
     The rules are in :data:`RULES` (see ``docs/etl.md``). Example::
 
@@ -687,6 +730,7 @@ def clean(
         max_fill_gap=max_fill_gap,
         now=now,
         source_tz=source_tz,
+        assets=assets if assets is not None else load_catalogue(),
     )
     for rule in RULES:
         rule(batch)
@@ -712,4 +756,6 @@ def _result(raw: pd.DataFrame, batch: Batch) -> CleanResult:
     quarantine.insert(quarantine.shape[1], "reason", reasons, allow_duplicates=True)
     found = pd.Series(reasons).value_counts()
     counts = {reason: int(found[reason]) for reason in REASONS if reason in found.index}
+    # Travels with the clean table, so that writing it can say why it is empty.
+    good.attrs[QUARANTINED_ATTR] = {"clean": len(good), "quarantined": dict(counts)}
     return CleanResult(good, quarantine, counts)

@@ -24,6 +24,7 @@ import json
 import re
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from .errors import (
     InfluxError,
     PartialWriteError,
 )
+from .etl import QUARANTINED_ATTR
 from .lineprotocol import EncodedBatch, encode_point, frame_batches
 
 # Loads above this many points show a progress bar unless progress=False.
@@ -74,13 +76,15 @@ def _param(value):
 
 @dataclass
 class WriteReport:
-    """What a write did: points stored, rows skipped (no field), lines rejected, time taken."""
+    """What a write did: points stored, rows skipped (no field), lines rejected, time taken,
+    and a ``note`` when there was nothing to write (why, and where to look)."""
 
     written: int = 0
     skipped: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)
     requests: int = 0
     seconds: float = 0.0
+    note: str = ""
 
     @property
     def points_per_second(self) -> float:
@@ -92,6 +96,8 @@ class WriteReport:
             text += f", {self.skipped:,} rows without any value skipped"
         if self.rejected:
             text += f", {len(self.rejected):,} lines rejected"
+        if self.note:
+            text += f": {self.note}"
         return text
 
 
@@ -322,6 +328,10 @@ class InfluxDB:
         if isinstance(data, pd.DataFrame):
             if not measurement:
                 raise DataError("pass measurement='name' to write a DataFrame")
+            if data.empty:
+                report = WriteReport(note=_why_empty(data))
+                warnings.warn(str(report), EmptyWriteWarning, stacklevel=2)
+                return report
             batches: Iterator[EncodedBatch] = frame_batches(
                 data, measurement, tags=tags, fields=fields, time=time, batch_size=batch_size
             )
@@ -461,6 +471,33 @@ class InfluxDB:
             f"SELECT count({quote_ident(field)}) FROM {quote_ident(measurement)}", database=database
         )
         return int(df.iloc[0, -1]) if len(df) else 0
+
+
+class EmptyWriteWarning(UserWarning):
+    """A table with no rows was written: nothing was stored (the message says why)."""
+
+
+def _why_empty(frame: pd.DataFrame) -> str:
+    """Why a table to write has no rows, in one sentence, from what ``etl.clean`` noted."""
+    made_by = frame.attrs.get(QUARANTINED_ATTR)
+    if not made_by:
+        return "the table has no rows"
+    counts = made_by["quarantined"]
+    reasons = ", ".join(f"{n:,} {reason}" for reason, n in counts.items())
+    total = sum(counts.values())
+    if made_by["clean"] == 0 and total:
+        return (
+            f"the table is empty because etl.clean quarantined all {total:,} rows it was "
+            f"given ({reasons}): see result.quarantine for each row and its reason"
+        )
+    if made_by["clean"] == 0:
+        return "the table is empty: etl.clean was given no rows"
+    kept = made_by["clean"]
+    return (
+        f"the table is empty, though etl.clean kept {kept:,} row{'s' * (kept != 1)}"
+        + (f" and quarantined {total:,} ({reasons})" if total else "")
+        + ": the rows were filtered out after cleaning"
+    )
 
 
 def _blank(content: bytes) -> bool:

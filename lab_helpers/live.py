@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from .data import ASSETS, normalize_asset
+from . import catalogue
 from .errors import ConfigError, DataError
 from .replay import iso_utc
 
@@ -56,25 +56,38 @@ Parser = Callable[[Any, str, datetime], dict]
 class LiveApi:
     """One public price API: where to ask for an asset, and how to read the answer.
 
-    ``symbols`` maps the lab's asset names to the API's own; ``min_interval`` is the shortest
-    polling interval the API's documentation asks for; ``docs`` is where the format is
-    documented.
+    :attr:`symbols` maps the lab's asset names to the API's own (the ``live`` field of each
+    asset in the catalogue, ``data/assets.yaml``); ``min_interval`` is the shortest polling
+    interval the API's documentation asks for; ``docs`` is where the format is documented.
     """
 
     name: str
     url_template: str
-    symbols: dict[str, str]
     parser: Parser
     docs: str
     min_interval: float = 1.0
 
+    @property
+    def symbols(self) -> dict[str, str]:
+        """``{asset: symbol}``: the assets of the catalogue that list this API."""
+        return catalogue.load().live_symbols(self.name)
+
     def url(self, asset: str) -> str:
         """The request URL for ``asset`` (a lab name such as ``"btc"``)."""
-        if asset not in self.symbols:
+        symbols = self.symbols
+        if asset not in symbols:
             raise ConfigError(
-                f"{self.name} has no price for {asset!r}: it has {', '.join(self.symbols)}"
+                f"{self.name} has no price for {asset!r}: it has {', '.join(symbols)}"
             )
-        return self.url_template.format(symbol=self.symbols[asset])
+        return self.url_template.format(symbol=symbols[asset])
+
+    def is_symbol_of(self, symbol: object, asset: str) -> bool:
+        """True when ``symbol`` in an answer names ``asset``: its symbol in the catalogue,
+        or any name the catalogue knows for it (``XBT`` for bitcoin)."""
+        if not isinstance(symbol, str):
+            return False
+        own = self.symbols.get(asset, "")
+        return symbol.upper() == own.upper() or catalogue.load().normalize(symbol) == asset
 
     def parse(self, payload: Any, asset: str, received: datetime | None = None) -> dict:
         """The tick in ``payload`` (the decoded JSON answer to ``url(asset)``).
@@ -119,8 +132,8 @@ def _time(value: Any, api: str) -> str:
         raise LiveDataError(f"{api}: the time {value!r} is not ISO 8601 text") from None
 
 
-def _check_asset(found: str | None, asset: str, api: str, symbol: Any) -> None:
-    if found != asset:
+def _check_asset(same: bool, asset: str, api: str, symbol: Any) -> None:
+    if not same:
         raise LiveDataError(f"{api}: the answer is about {symbol!r}, not {asset!r}")
 
 
@@ -144,16 +157,14 @@ def parse_coinbase(payload: Any, asset: str, received: datetime) -> dict:
     return _tick(asset, price, _time(_require(payload, "time", "coinbase"), "coinbase"), "coinbase")
 
 
-def _kraken_pair(key: str) -> tuple[str | None, str]:
-    """``"XXBTZUSD"`` -> ``("btc", "USD")``: Kraken writes its older assets with four letters,
+def _kraken_pair(key: str) -> tuple[str, str]:
+    """``"XXBTZUSD"`` -> ``("XBT", "USD")``: Kraken writes its older assets with four letters,
     X for crypto and Z for fiat (XXBT + ZUSD); newer ones plainly (``SOLUSD``)."""
     if len(key) == 8 and key[0] == "X" and key[4] == "Z":
-        base, quote = key[1:4], key[5:]
-    elif key.endswith("USD"):
-        base, quote = key[:-3], "USD"
-    else:
-        base, quote = key, "?"
-    return normalize_asset(base), quote
+        return key[1:4], key[5:]
+    if key.endswith("USD"):
+        return key[:-3], "USD"
+    return key, "?"
 
 
 def parse_kraken(payload: Any, asset: str, received: datetime) -> dict:
@@ -170,8 +181,10 @@ def parse_kraken(payload: Any, asset: str, received: datetime) -> dict:
     if not isinstance(result, dict) or len(result) != 1:
         raise LiveDataError("kraken: 'result' should hold exactly one pair")
     key, ticker = next(iter(result.items()))
-    found, quote = _kraken_pair(key)
-    _check_asset(found, asset, "kraken", key)
+    base, quote = _kraken_pair(key)
+    kraken = APIS["kraken"]
+    _check_asset(kraken.is_symbol_of(key, asset) or kraken.is_symbol_of(base, asset), asset,
+                 "kraken", key)  # fmt: skip
     if quote != "USD":
         raise LiveDataError(f"kraken: {key!r} is not quoted in US dollars")
     last = _require(ticker, "c", "kraken")
@@ -194,7 +207,9 @@ def parse_binance(payload: Any, asset: str, received: datetime) -> dict:
     quote = next((q for q in ("USDT", "USD") if text.endswith(q)), None)
     if quote is None:
         raise LiveDataError(f"binance: {symbol!r} is not quoted in US dollars (USDT or USD)")
-    _check_asset(normalize_asset(text[: -len(quote)]), asset, "binance", symbol)
+    binance = APIS["binance"]
+    same = binance.is_symbol_of(text, asset) or binance.is_symbol_of(text[: -len(quote)], asset)
+    _check_asset(same, asset, "binance", symbol)
     price = _price(_require(payload, "price", "binance"), "binance")
     return _tick(asset, price, iso_utc(received), "binance")
 
@@ -207,7 +222,7 @@ def parse_gold_api(payload: Any, asset: str, received: datetime) -> dict:
     (``received`` if the answer has none).
     """
     symbol = _require(payload, "symbol", "gold-api")
-    _check_asset(normalize_asset(symbol), asset, "gold-api", symbol)
+    _check_asset(APIS["gold-api"].is_symbol_of(symbol, asset), asset, "gold-api", symbol)
     currency = payload.get("currency", "USD")
     if currency != "USD":
         raise LiveDataError(f"gold-api: the price is in {currency!r}, not USD")
@@ -217,15 +232,12 @@ def parse_gold_api(payload: Any, asset: str, received: datetime) -> dict:
     return _tick(asset, price, moment, "gold-api")
 
 
-CRYPTO_SYMBOLS = ("btc", "eth", "xrp", "ltc", "sol")
-
 APIS: dict[str, LiveApi] = {
     api.name: api
     for api in (
         LiveApi(
             "coinbase",
             "https://api.exchange.coinbase.com/products/{symbol}/ticker",
-            {a: f"{a.upper()}-USD" for a in CRYPTO_SYMBOLS},
             parse_coinbase,
             "https://docs.cdp.coinbase.com/api-reference/exchange-api/rest-api/products/"
             "get-product-ticker",
@@ -233,21 +245,18 @@ APIS: dict[str, LiveApi] = {
         LiveApi(
             "kraken",
             "https://api.kraken.com/0/public/Ticker?pair={symbol}",
-            {"btc": "XBTUSD", **{a: f"{a.upper()}USD" for a in CRYPTO_SYMBOLS if a != "btc"}},
             parse_kraken,
             "https://docs.kraken.com/api/docs/rest-api/get-ticker-information",
         ),
         LiveApi(
             "binance",
             "https://api.binance.com/api/v3/ticker/price?symbol={symbol}",
-            {a: f"{a.upper()}USDT" for a in CRYPTO_SYMBOLS},
             parse_binance,
             "https://github.com/binance/binance-spot-api-docs/blob/master/rest-api.md",
         ),
         LiveApi(
             "gold-api",
             "https://api.gold-api.com/price/{symbol}",
-            {"gold": "XAU", "silver": "XAG", "platinum": "XPT"},
             parse_gold_api,
             "https://gold-api.com/llms.txt",
             min_interval=30.0,  # its documentation asks clients to cache answers for 30 s
@@ -283,16 +292,26 @@ def plan(
     unknown = [name for name in apis if name not in APIS]
     if unknown:
         raise ConfigError(f"unknown price API {unknown[0]!r}: use some of {', '.join(APIS)}")
+    known = catalogue.load()
+    for name, entry in known.assets.items():
+        strange = [api for api in entry.live if api not in APIS]
+        if strange:
+            raise ConfigError(
+                f"the catalogue lists an unknown price API {strange[0]!r} for {name!r}: use "
+                f"some of {', '.join(APIS)} in its live field"
+            )
     endpoints = []
     for name in assets:
-        asset = normalize_asset(name)
+        asset = known.normalize(name)
         if asset is None:
-            raise ConfigError(f"unknown asset {name!r}: choose some of {', '.join(ASSETS)}")
-        api = next((APIS[a] for a in apis if asset in APIS[a].symbols), None)
+            raise ConfigError(f"unknown asset {name!r}: choose some of {', '.join(known)}")
+        offered = known[asset].live
+        api = next((APIS[a] for a in apis if a in offered), None)
         if api is None:
+            others = ", ".join(offered) or "none: add a live field to its catalogue entry"
             raise ConfigError(
                 f"none of the APIs {', '.join(apis)} has a price for {asset!r}: add one that "
-                f"has ({', '.join(a for a in APIS if asset in APIS[a].symbols)})"
+                f"has ({others})"
             )
         endpoints.append(Endpoint(api, asset))
     return endpoints

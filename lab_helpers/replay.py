@@ -60,6 +60,9 @@ from .errors import ConfigError, DataError
 
 SOURCE = "replay"
 """The ``source`` field of every replayed tick."""
+BACKFILL_SOURCE = "history"
+"""The ``source`` field of the backfill: the history sent before the replay (see
+:func:`backfill`), so that it stays apart from the replayed ticks in InfluxDB."""
 
 CORE_FIELDS = ("asset", "price", "time", "source")
 OPTIONAL_FIELDS = ("volume", "open", "high", "low")
@@ -112,6 +115,8 @@ class ReplayConfig:
     * ``start``: skip the rows before this time (ISO text, UTC when no offset is given).
     * ``loop``: start again from ``start`` at the end of the data (``seq`` keeps counting).
     * ``bad_share`` (0 to 1), ``bad_kinds``, ``seed``: the bad-record injector.
+    * ``backfill``: first send the history of every asset (:func:`backfill`), so that every
+      chart has data before the replay starts.
     """
 
     dataset: str | None = "btc_usd_1min"
@@ -122,6 +127,7 @@ class ReplayConfig:
     bad_share: float = 0.0
     bad_kinds: tuple[str, ...] = BAD_KINDS
     seed: int = 0
+    backfill: bool = False
 
     def __post_init__(self) -> None:
         if self.dataset is None and not self.assets:
@@ -146,8 +152,9 @@ class ReplayConfig:
     @property
     def natural_step(self) -> float:
         """Seconds between two rows of this data (60 for 1-minute bars, a day for daily)."""
-        frequency = data.DATASETS[self.dataset].frequency if self.dataset else self.frequency
-        return NATURAL_STEP[frequency]
+        if self.dataset is None:
+            return NATURAL_STEP[self.frequency]
+        return NATURAL_STEP[data.catalogue.load().datasets[self.dataset].frequency]
 
 
 def parse_start(text: str) -> pd.Timestamp:
@@ -186,17 +193,54 @@ def history(config: ReplayConfig, *, data_dir: Path | str | None = None) -> pd.D
     return frame
 
 
-def valid_ticks(frame: pd.DataFrame) -> Iterator[dict]:
+def backfill(
+    config: ReplayConfig,
+    *,
+    sent: dict[str, pd.Timestamp] | None = None,
+    data_dir: Path | str | None = None,
+) -> pd.DataFrame:
+    """The history the default replay sends before its own rows, sorted by time.
+
+    Each asset of the catalogue with its daily data set (the preferred source, as
+    :func:`lab_helpers.data.load_prices` picks it), or its monthly one if it has no daily
+    file. Rows at the times the replay itself covers for that asset are left out (the
+    replayed ticks must not meet a backfilled price at the same instant), and so are the rows
+    of an asset up to the time in ``sent`` (what an earlier run already published).
+    """
+    assets = data.catalogue.load(data_dir)
+    daily = [a for a in assets if any(d.frequency == "daily" for d in assets[a].datasets)]
+    monthly = [
+        a
+        for a in assets
+        if a not in daily and any(d.frequency == "monthly" for d in assets[a].datasets)
+    ]
+    frames = [data.load_prices(names, freq, data_dir=data_dir)
+              for names, freq in ((daily, "daily"), (monthly, "monthly")) if names]  # fmt: skip
+    if not frames:
+        return pd.DataFrame(columns=["time", "asset", "price"])
+    frame = pd.concat(frames, ignore_index=True)
+    replayed = history(config, data_dir=data_dir).groupby("asset")["time"].agg(["min", "max"])
+    first = frame["asset"].map(replayed["min"]).astype("datetime64[ns, UTC]")
+    last = frame["asset"].map(replayed["max"]).astype("datetime64[ns, UTC]")
+    keep = ~((frame["time"] >= first) & (frame["time"] <= last)).to_numpy()
+    done = frame["asset"].map(sent or {}).astype("datetime64[ns, UTC]")
+    keep &= ~(frame["time"] <= done).to_numpy()
+    frame = frame[keep]
+    return frame.sort_values(["time", "asset"], kind="stable", ignore_index=True)
+
+
+def valid_ticks(frame: pd.DataFrame, source: str = SOURCE) -> Iterator[dict]:
     """Each row of a tidy price table as a tick dict, without ``seq`` (the injector adds it).
 
-    The optional fields (:data:`OPTIONAL_FIELDS`) are included when the row has a value.
+    The optional fields (:data:`OPTIONAL_FIELDS`) are included when the row has a value;
+    ``source`` is the tick's ``source`` field.
     """
     extras = [c for c in OPTIONAL_FIELDS if c in frame.columns]
     # Formatting all times at once is much faster than one strftime per row.
     times = frame["time"].dt.strftime(TIME_FORMAT).tolist()
     columns = [frame[c].tolist() for c in ("asset", "price", *extras)]
     for time, (asset, price, *values) in zip(times, zip(*columns)):
-        tick = {"asset": asset, "price": price, "time": time, "source": SOURCE}
+        tick = {"asset": asset, "price": price, "time": time, "source": source}
         for name, value in zip(extras, values):
             if not math.isnan(value):  # merged data sets: gold has no volume column
                 tick[name] = value
@@ -232,8 +276,10 @@ def inject_bad(
     share: float = 0.0,
     kinds: tuple[str, ...] = BAD_KINDS,
     seed: int = 0,
+    first_seq: int = 0,
 ) -> Iterator[tuple[str, dict]]:
-    """Number the ``ticks`` (``seq`` from 0) and mix in bad records: yields ``(kind, tick)``.
+    """Number the ``ticks`` (``seq`` from ``first_seq``) and mix in bad records: yields
+    ``(kind, tick)``.
 
     Before each record, with probability ``share``, a bad record of a kind drawn from ``kinds``
     is emitted instead of the next valid tick (see the module help). The draws come from
@@ -243,14 +289,13 @@ def inject_bad(
     rows = iter(ticks)
     held: deque[tuple[int, dict]] = deque()  # (valid ticks to wait for, tick), oldest first
     recent: deque[dict] = deque(maxlen=RECENT)
-    seq = 0
+    seq = first_seq
     valid = 0  # valid ticks emitted so far
     pending = None  # the next valid tick, once read
 
     def numbered(kind: str, tick: dict) -> tuple[str, dict]:
         nonlocal seq, valid
-        # seq right after the core fields, before the optional ones: easier to read.
-        out = {k: tick[k] for k in CORE_FIELDS if k in tick} | {"seq": seq} | tick
+        out = _numbered(tick, seq)
         seq += 1
         if kind in ("valid", "out_of_order"):
             recent.append(tick)
@@ -289,20 +334,43 @@ def inject_bad(
 
 
 def records(
-    config: ReplayConfig, *, limit: int | None = None, data_dir: Path | str | None = None
+    config: ReplayConfig,
+    *,
+    limit: int | None = None,
+    data_dir: Path | str | None = None,
+    sent: dict[str, pd.Timestamp] | None = None,
 ) -> Iterator[tuple[str, dict]]:
     """The ``(kind, tick)`` pairs a source with ``config`` emits, at most ``limit`` of them.
 
-    ``kind`` is ``"valid"`` for a good tick, else one of :data:`BAD_KINDS`. The data is read
-    now (errors are raised here); the ticks are built lazily while you iterate.
+    ``kind`` is ``"valid"`` for a good tick, else one of :data:`BAD_KINDS`. With
+    ``config.backfill``, the history of :func:`backfill` comes first (valid ticks whose
+    ``source`` is :data:`BACKFILL_SOURCE`; ``sent`` skips what was already published), then
+    the replay, numbered on. The data is read now (errors are raised here); the ticks are
+    built lazily while you iterate.
     """
     frame = history(config, data_dir=data_dir)
     if config.loop:
         ticks = itertools.chain.from_iterable(valid_ticks(frame) for _ in itertools.count())
     else:
         ticks = valid_ticks(frame)
-    pairs = inject_bad(ticks, share=config.bad_share, kinds=config.bad_kinds, seed=config.seed)
+    first = backfill(config, sent=sent, data_dir=data_dir) if config.backfill else None
+    count = 0 if first is None else len(first)
+    pairs = inject_bad(
+        ticks, share=config.bad_share, kinds=config.bad_kinds, seed=config.seed, first_seq=count
+    )
+    if first is not None:
+        numbered = (
+            ("valid", _numbered(tick, seq))
+            for seq, tick in enumerate(valid_ticks(first, BACKFILL_SOURCE))
+        )
+        pairs = itertools.chain(numbered, pairs)
     return itertools.islice(pairs, limit)
+
+
+def _numbered(tick: dict, seq: int) -> dict:
+    """The tick with ``seq`` right after the core fields, before the optional ones (easier
+    to read)."""
+    return {k: tick[k] for k in CORE_FIELDS if k in tick} | {"seq": seq} | tick
 
 
 # ---------------------------------------------------------------------------- pacing

@@ -3,7 +3,10 @@
 Each service (``services/<name>/main.py``) builds its FastAPI app with :func:`create_app`
 and runs it with :func:`serve`. That gives it, the same way in every service:
 
-- ``GET /healthz``: the process is alive (Kubernetes liveness probe);
+- ``GET /healthz``: the process is alive and not stuck (Kubernetes liveness probe); 503 with
+  the reason when one of its liveness checks fails, so that Kubernetes restarts it. The
+  header ``Lab-Pid`` names the process, so that whoever started it knows the answer is its
+  own;
 - ``GET /readyz``: its dependencies answer (readiness probe); 503 with the reason if not;
 - ``GET /metrics``: Prometheus text format;
 - structured logs: one JSON object per line on stdout, which ``kubectl logs`` shows;
@@ -18,6 +21,7 @@ import asyncio
 import inspect
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -30,8 +34,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .config import ConfigError, env_value
+from .stack import PID_HEADER
 
 ReadyCheck = Callable[[], "str | None | Awaitable[str | None]"]
+PID = str(os.getpid())
 
 
 class JsonFormatter(logging.Formatter):
@@ -79,16 +85,34 @@ def create_app(
     *,
     registry: CollectorRegistry,
     ready_checks: dict[str, ReadyCheck] | None = None,
+    live_checks: dict[str, ReadyCheck] | None = None,
     description: str = "",
     lifespan=None,
 ) -> FastAPI:
     """A FastAPI app with ``/healthz``, ``/readyz``, ``/metrics`` and 400 JSON errors.
 
     ``ready_checks`` maps a dependency name to a function returning ``None`` when it is
-    fine, or a short text saying what is wrong; ``/readyz`` runs them all.
+    fine, or a short text saying what is wrong; ``/readyz`` runs them all. ``live_checks``
+    (same form) say whether the process itself is stuck; ``/healthz`` runs them. Only a
+    problem that a restart would cure belongs there: a database that is down is a readiness
+    problem, since restarting the service would not bring it back.
     """
     app = FastAPI(title=f"lab {name}", description=description, lifespan=lifespan)
     checks = dict(ready_checks or {})
+    liveness = dict(live_checks or {})
+
+    async def problems_of(to_run: dict[str, ReadyCheck]) -> dict[str, str]:
+        problems = {}
+        for dep, check in to_run.items():
+            result = check()
+            if inspect.isawaitable(result):
+                try:
+                    result = await asyncio.wait_for(result, timeout=2.0)
+                except TimeoutError:
+                    result = "no answer within 2 s"
+            if result:
+                problems[dep] = result
+        return problems
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
@@ -105,22 +129,18 @@ def create_app(
             content={"error": f"{first['parameter']}: {first['problem']}", "detail": detail},
         )
 
-    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers, not stuck")
     async def healthz():
-        return {"status": "ok", "service": name}
+        problems = await problems_of(liveness)
+        if problems:
+            return JSONResponse(status_code=503, content={"status": "stuck", "problems": problems})
+        # The pid tells whoever started the process that the answer is its own, not another
+        # program's on the same port.
+        return JSONResponse({"status": "ok", "service": name}, headers={PID_HEADER: PID})
 
     @app.get("/readyz", tags=["health"], summary="Readiness: every dependency answers")
     async def readyz():
-        problems = {}
-        for dep, check in checks.items():
-            result = check()
-            if inspect.isawaitable(result):
-                try:
-                    result = await asyncio.wait_for(result, timeout=2.0)
-                except TimeoutError:
-                    result = "no answer within 2 s"
-            if result:
-                problems[dep] = result
+        problems = await problems_of(checks)
         if problems:
             return JSONResponse(
                 status_code=503, content={"status": "not ready", "problems": problems}

@@ -21,6 +21,12 @@ runs with authentication on; the first start creates three users with generated 
 (an admin, a write-only ``ingest`` user and a read-only ``reader``) and saves them to
 ``.lab/credentials.json`` (readable by you alone). Process ids and addresses are kept in
 ``.lab/stack.json``; a pid whose process is gone, or is some other program, is ignored.
+
+The settings of the environment reach everything it starts: ``LAB_DIR`` (where all this
+lives), ``LAB_INFLUX_DB`` (the database, created with its grants at every start),
+``LAB_DATA_DIR`` (the price files and the asset catalogue). A server given by its address,
+``LAB_INFLUX_URL`` or ``LAB_NATS_URL``, is used as it is and never started nor stopped; the
+services then use the identity of ``LAB_INFLUX_USER`` (or the ``LAB_INFLUX_<ROLE>_*`` ones).
 """
 
 from __future__ import annotations
@@ -43,10 +49,16 @@ from pathlib import Path
 
 import requests
 
-from .config import DEFAULT_DATABASE, Settings, load_settings, project_root
+from .config import ConfigError, Settings, load_settings, project_root
 from .errors import StackError, command_line
 
+PID_HEADER = "Lab-Pid"
+"""The header of a service's ``/healthz`` that names its process: the stack takes an answer
+for its service's only when it comes from the process it started."""
+
 SERVERS = ("influxdb", "nats")
+# A server whose address is set in the environment is used as it is, not started.
+SERVER_ADDRESS = {"influxdb": "LAB_INFLUX_URL", "nats": "LAB_NATS_URL"}
 # The lab's own services, in start order, with their usual port and InfluxDB role.
 APPS = {"ingest": (8002, "ingest"), "api": (8000, "reader"), "source": (8001, None)}
 SERVICES = SERVERS + tuple(APPS)
@@ -153,19 +165,24 @@ def _replica_number(name: str) -> int:
     return int(name.rpartition("-")[2])
 
 
+class PortTaken(StackError):
+    """A service could not listen on its port: another program took it as it started."""
+
+
 @dataclass
 class ServiceStatus:
     """One line of ``stack status``."""
 
     name: str
-    state: str  # running | stopped | stale | not answering
+    state: str  # running | stopped | stale | not answering | external | external, not answering
     pid: int | None = None
     url: str | None = None
     healthy: bool = False
 
     def __str__(self) -> str:
         mark = "✅" if self.healthy else "⛔"
-        where = f" at {self.url} (pid {self.pid})" if self.pid else ""
+        where = f" at {self.url}" if self.url else ""
+        where += f" (pid {self.pid})" if self.pid else ""
         return f"{mark} {self.name:<9} {self.state}{where}"
 
 
@@ -195,6 +212,12 @@ class LocalStack:
         self.timeout = timeout
         self._started_here: list[str] = []
         self._children: dict[int, subprocess.Popen] = {}
+        # LAB_INFLUX_URL / LAB_NATS_URL name a server of your own: used, never started.
+        self.external = {
+            name: os.environ[variable]
+            for name, variable in SERVER_ADDRESS.items()
+            if os.environ.get(variable)
+        }
 
     # -- files -----------------------------------------------------------------------------
     @property
@@ -237,10 +260,18 @@ class LocalStack:
 
     @property
     def settings(self) -> Settings:
-        """Settings pointing at this stack (addresses and generated credentials)."""
+        """Settings pointing at this stack: its addresses and generated credentials, and the
+        database (``LAB_INFLUX_DB``) and data folder (``LAB_DATA_DIR``) of the environment.
+        For a server of your own (``LAB_INFLUX_URL``, ``LAB_NATS_URL``), its address, and for
+        your InfluxDB the identities of the environment (``LAB_INFLUX_USER`` ...)."""
         env = {"LAB_MODE": "local"}
-        if "LAB_DATA_DIR" in os.environ:
-            env["LAB_DATA_DIR"] = os.environ["LAB_DATA_DIR"]
+        for name in ("LAB_DATA_DIR", "LAB_INFLUX_DB"):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
+        if "nats" in self.external:
+            env["LAB_NATS_URL"] = self.external["nats"]
+        if "influxdb" in self.external:
+            env |= {k: v for k, v in os.environ.items() if k.startswith("LAB_INFLUX_")}
         return load_settings(env=env, lab_dir=self.lab_dir)
 
     # -- one service -----------------------------------------------------------------------
@@ -263,6 +294,9 @@ class LocalStack:
             resp = requests.get(url, timeout=1)
         except requests.RequestException:
             return False
+        if _program(name) in APPS:
+            # Our process, not another program that holds the port it was to take.
+            return resp.status_code == 200 and resp.headers.get(PID_HEADER) == str(record["pid"])
         return resp.status_code == (204 if name == "influxdb" else 200)
 
     def app_command(self, name: str) -> list[str]:
@@ -285,6 +319,8 @@ class LocalStack:
             "LAB_INFLUX_DB": settings.influx_database,
             "PYTHONUNBUFFERED": "1",
         }
+        if os.environ.get("LAB_DATA_DIR"):  # else the services find data/ as the notebooks do
+            env["LAB_DATA_DIR"] = str(settings.data_dir)
         role = APPS[name][1]
         if role:
             creds = settings.credentials(role)
@@ -317,18 +353,20 @@ class LocalStack:
         }
         return cmd, urls, None
 
-    def _ports(self, name: str, previous: dict | None) -> dict:
+    def _ports(self, name: str, previous: dict | None, usual: bool = True) -> dict:
         keys = {"influxdb": ("port", "rpc_port"), "nats": ("port", "monitor_port")}
         ports = {}
         for key in keys.get(name, ("port",)):
             # Keep the old port (or a service's usual one) when it is free, so bookmarks keep
             # working.
             wanted = (previous or {}).get(key) or (APPS[name][0] if name in APPS else None)
-            ports[key] = wanted if wanted and not port_open(wanted) else free_port()
+            ports[key] = wanted if usual and wanted and not port_open(wanted) else free_port()
         return ports
 
-    def _start(self, name: str, previous: dict | None, extra_env: dict | None = None) -> dict:
-        ports = self._ports(name, previous)
+    def _start(
+        self, name: str, previous: dict | None, extra_env: dict | None = None, usual: bool = True
+    ) -> dict:
+        ports = self._ports(name, previous, usual)
         cmd, urls, env = self._command(_program(name), ports)
         if extra_env:
             env = {**(env or os.environ), **extra_env}
@@ -349,6 +387,8 @@ class LocalStack:
             if self._healthy(name, record):
                 return
             if not self._alive(record, name):
+                if "address already in use" in self._tail(name, 5):
+                    raise PortTaken(f"{name}: port {record['port']} was taken meanwhile")
                 raise StackError(
                     f"{name} stopped during start-up; its log says: {self._tail(name, 5)!r} "
                     f"(full log: {self._log_file(name)})"
@@ -365,9 +405,52 @@ class LocalStack:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
 
+    # -- servers of your own -----------------------------------------------------------------
+    def _external_answers(self, name: str) -> bool:
+        url = self.external[name]
+        if name == "influxdb":
+            try:
+                return requests.get(url.rstrip("/") + "/ping", timeout=2).status_code == 204
+            except requests.RequestException:
+                return False
+        host, _, port = url.split("://")[-1].rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
+                return True
+        except (OSError, ValueError):
+            return False
+
+    def _check_external(self, name: str) -> None:
+        """A server given by its address answers; for InfluxDB, the database is there and
+        the services' identities are known (the stack creates no user on your server)."""
+        variable = SERVER_ADDRESS[name]
+        if not self._external_answers(name):
+            raise StackError(
+                f"{variable}={self.external[name]} does not answer: start that server, or unset "
+                f"{variable} to let the stack start its own"
+            )
+        if name != "influxdb":
+            return
+        settings = self.settings
+        try:
+            creds = {
+                role: {"username": c.username, "password": c.password}
+                for role in USERS
+                if (c := settings.credentials(role))
+            }
+        except ConfigError:
+            raise StackError(
+                f"{variable} is set: give the lab's identity on that InfluxDB with "
+                "LAB_INFLUX_USER and LAB_INFLUX_PASSWORD (an admin, who may create the "
+                "database), or per role LAB_INFLUX_ADMIN_USER, LAB_INFLUX_INGEST_USER, "
+                "LAB_INFLUX_READER_USER and their _PASSWORD"
+            ) from None
+        self._ensure_database(self.external[name], creds, settings.influx_database)
+
     # -- InfluxDB users --------------------------------------------------------------------
     def _bootstrap_influx(self, record: dict) -> None:
-        """Create the admin, ingest and reader users and the prices database, once."""
+        """Create the admin, ingest and reader users once, and on every start the database
+        of the settings (``LAB_INFLUX_DB``, default ``prices``) with their grants."""
         url = record["url"]
         if self.credentials_file.exists():
             creds = json.loads(self.credentials_file.read_text())
@@ -376,13 +459,18 @@ class LocalStack:
                 url + "/query", data={"q": "SHOW USERS"},
                 auth=(admin["username"], admin["password"]), timeout=10,
             )  # fmt: skip
-            if resp.status_code == 200:
-                return
-            raise StackError(
-                f"the credentials in {self.credentials_file} do not match the InfluxDB data in "
-                f"{self.lab_dir / 'influxdb'}: run `python -m lab_helpers.stack reset` to start "
-                "again from empty (this deletes the stored points)"
-            )
+            if resp.status_code != 200:
+                raise StackError(
+                    f"the credentials in {self.credentials_file} do not match the InfluxDB data "
+                    f"in {self.lab_dir / 'influxdb'}: run `python -m lab_helpers.stack reset` to "
+                    "start again from empty (this deletes the stored points)"
+                )
+        else:
+            creds = self._create_users(url)
+        self._ensure_database(url, creds, self.settings.influx_database)
+
+    def _create_users(self, url: str) -> dict:
+        """The three users with generated passwords, saved to ``credentials.json``."""
         creds = {
             role: {"username": user, "password": secrets.token_urlsafe(24)}
             for role, user in USERS.items()
@@ -401,16 +489,44 @@ class LocalStack:
                 f"{self.credentials_file} is missing: run `python -m lab_helpers.stack reset` "
                 "to start again from empty (this deletes the stored points)"
             )
-        statements = [
-            # 52-week shards: decades of daily history in one-week shards would be slow.
-            f'CREATE DATABASE "{DEFAULT_DATABASE}" WITH SHARD DURATION 52w',
-            *(
+        self._run_influxql(
+            url,
+            admin,
+            [
                 f"CREATE USER {creds[r]['username']} WITH PASSWORD '{creds[r]['password']}'"
                 for r in ("ingest", "reader")
-            ),
-            f'GRANT WRITE ON "{DEFAULT_DATABASE}" TO {creds["ingest"]["username"]}',
-            f'GRANT READ ON "{DEFAULT_DATABASE}" TO {creds["reader"]["username"]}',
+            ],
+        )
+        # Written only now, and readable by the owner alone.
+        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(creds, fh, indent=2)
+        return creds
+
+    def _ensure_database(self, url: str, creds: dict, database: str) -> None:
+        """The database exists, the ingest user may write to it and the reader read it
+        (idempotent: a second start, or another ``LAB_INFLUX_DB`` later, is fine)."""
+        from .influx import quote_ident  # here: pandas would slow every `stack` command
+
+        name = quote_ident(database)
+        admin = creds["admin"]
+        have = self._run_influxql(url, admin, ["SHOW DATABASES"])[0]
+        names = {row[0] for s in have.get("series", []) for row in s.get("values", [])}
+        statements = [] if database in names else [
+            # 52-week shards: decades of daily history in one-week shards would be slow.
+            f"CREATE DATABASE {name} WITH SHARD DURATION 52w"
+        ]  # fmt: skip
+        statements += [
+            f"GRANT {right} ON {name} TO {quote_ident(creds[role]['username'])}"
+            for role, right in (("ingest", "WRITE"), ("reader", "READ"))
+            if creds[role]["username"] != admin["username"]  # an admin may do all already
         ]
+        self._run_influxql(url, admin, statements)
+
+    @staticmethod
+    def _run_influxql(url: str, admin: dict, statements: list[str]) -> list[dict]:
+        """Run each statement as the admin; the result of each, or a StackError."""
+        results = []
         for q in statements:
             resp = requests.post(
                 url + "/query", data={"q": q}, auth=(admin["username"], admin["password"]),
@@ -418,17 +534,21 @@ class LocalStack:
             )  # fmt: skip
             if resp.status_code != 200 or '"error"' in resp.text:
                 raise StackError(f"InfluxDB refused {q.split(' WITH')[0]!r}: {resp.text.strip()}")
-        # Written only now, and readable by the owner alone.
-        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(creds, fh, indent=2)
+            results.append(resp.json()["results"][0])
+        return results
 
     # -- public ----------------------------------------------------------------------------
     def up(self) -> list[ServiceStatus]:
-        """Start every server that is not running and wait until each answers (idempotent)."""
+        """Start every server that is not running and wait until each answers (idempotent);
+        then, while the source sends every asset's history (its default replay), until that is
+        sent, so that the dashboard has data for every asset."""
         with self._lock():
             state = self._read_state()
+            for name in self.external:  # before starting anything: a wrong address says so
+                self._check_external(name)
             for name in self.services:
+                if name in self.external:
+                    continue
                 record = state.get(name)
                 if self._alive(record, name):
                     self._wait_ready(name, record)
@@ -437,10 +557,50 @@ class LocalStack:
                     state[name] = record
                     self._write_state(state)  # recorded before waiting, so `down` finds it
                     self._started_here.append(name)
-                    self._wait_ready(name, record)
+                    try:
+                        self._wait_ready(name, record)
+                    except PortTaken:  # another program took the port as we started: elsewhere
+                        record = state[name] = self._start(name, None, usual=False)
+                        self._write_state(state)
+                        self._wait_ready(name, record)
                 if name == "influxdb":
                     self._bootstrap_influx(record)
+            if "source" in self.services:
+                self._wait_backfill(state)
         return self.status()
+
+    def _wait_backfill(self, state: dict) -> None:
+        """Wait while the source sends every asset's history (its default replay starts with
+        it, a few seconds) and the ingest workers store it: once `up` returns, every chart
+        has data and the stream is calm. Taking longer is no error: the ticks keep coming."""
+        deadline = time.monotonic() + max(60.0, 4 * self.timeout)
+
+        def source_busy() -> bool:
+            stats = requests.get(state["source"]["url"] + "/stats", timeout=2).json()
+            return stats.get("backfill") in ("waiting", "sending") and stats["state"] != "failed"
+
+        def ingest_busy() -> bool:  # what the ingest workers still have to take, per NATS
+            if "monitor_url" not in state.get("nats", {}) or "ingest" not in state:
+                return False
+            jsz = requests.get(state["nats"]["monitor_url"] + "/jsz?consumers=true", timeout=2)
+            durable = os.environ.get("INGEST_DURABLE") or "ingest"
+            waiting = [
+                c["num_pending"] + c["num_ack_pending"]
+                for account in jsz.json().get("account_details", [])
+                for stream in account.get("stream_detail", [])
+                for c in stream.get("consumer_detail", [])
+                if c["name"] == durable
+            ]
+            return sum(waiting) > 10  # the replay goes on at its pace: a few may be in flight
+
+        for busy in (source_busy, ingest_busy):
+            while time.monotonic() < deadline:
+                try:
+                    if not busy():
+                        break
+                except (requests.RequestException, ValueError, KeyError):
+                    return
+                time.sleep(0.2)
 
     def down(self, only: list[str] | None = None) -> list[str]:
         """Stop the servers recorded in ``stack.json`` (or just those in ``only``).
@@ -505,7 +665,11 @@ class LocalStack:
             names += sorted(_replicas(state, name), key=_replica_number)
         for name in names:
             record = state.get(name)
-            if not record:
+            if name in self.external:
+                answers = self._external_answers(name)
+                state_text = "external" if answers else "external, not answering"
+                out.append(ServiceStatus(name, state_text, None, self.external[name], answers))
+            elif not record:
                 out.append(ServiceStatus(name, "stopped"))
             elif not self._alive(record, name):
                 out.append(ServiceStatus(name, "stale (recorded pid is gone)"))

@@ -10,7 +10,9 @@ its own address may frame it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,6 +21,7 @@ import pytest
 import requests
 
 from lab_helpers.data import ASSETS
+from lab_helpers.influx import InfluxDB, quote_ident
 from tests.browser import RESULTS, chromium, require_browser
 from tests.services import run_app
 from tests.test_api import T0, iso, publish, seeded, tick
@@ -32,9 +35,23 @@ PAYLOAD = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture(scope="module")
-def api(stack):
+def settings(stack):
+    """The stack's settings with a database of this module's own: nothing another test
+    stores can show on the page (every chart without seeded data must stay empty)."""
+    name = f"dashboard_{uuid.uuid4().hex[:8]}"
+    admin = InfluxDB.connect("admin", settings=stack.settings, database=name)
+    admin.create_database(name)
+    reader = quote_ident(stack.settings.credentials("reader").username)
+    admin.execute(f"GRANT READ ON {quote_ident(name)} TO {reader}")
+    yield dataclasses.replace(stack.settings, influx_database=name)
+    admin.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def api(stack, settings):
     require_browser()
-    with seeded(stack.settings), run_app(stack, "api", ready=True) as service:
+    env = {"LAB_INFLUX_DB": settings.influx_database}
+    with seeded(settings), run_app(stack, "api", env, ready=True) as service:
         yield service
 
 
@@ -96,6 +113,35 @@ def test_every_asset_gets_a_chart_with_its_history(page):
     assert rows.count() == len(ASSETS)
     assert page.locator("#latest thead th").all_text_contents()[:2] == ["Asset", "Price"]
     assert latest_row(page, "gold")["price"] == "2,345.5"  # the newest stored gold price
+    assert page.problems == []
+
+
+def test_an_empty_chart_says_why_and_how_to_fill_it(page):
+    for asset in ("xrp", "ltc", "silver", "platinum"):  # nothing is stored for them
+        note = page.locator(f"#empty-{asset}")
+        assert note.is_visible(), asset
+        text = note.text_content()
+        assert "No price of this asset is stored yet" in text, text
+        assert "make stack-up" in text and "Add your own asset" in text
+    for asset in ("btc", "eth", "gold", "sol"):  # their history is shown instead
+        assert page.locator(f"#empty-{asset}").is_hidden(), asset
+    assert page.problems == []
+
+
+def test_backfilled_history_fills_the_history_line_not_the_live_one(page, stack, settings):
+    times = [T0 + pd.Timedelta(days=d) for d in (10, 11, 12)]
+    admin = InfluxDB.connect("admin", settings=settings)
+    history = pd.DataFrame({"time": times, "asset": "xrp", "price": [1.0, 1.1, 1.2]})
+    admin.write(history.assign(source="history"), "price", tags=["asset", "source"], time="time")
+    # The ingest workers publish each stored tick, the backfilled ones too.
+    publish(stack.settings.nats_url, [tick("xrp", 1.2, iso(times[-1]), source="history")])
+    page.wait_for_function(
+        "([id, n]) => document.getElementById(id).data[0].x.length >= n",
+        arg=["chart-xrp", 3],
+        timeout=WAIT_MS,
+    )
+    assert trace_length(page, "xrp", 1) == 0  # not drawn as a live tick
+    assert page.locator("#empty-xrp").is_hidden()
     assert page.problems == []
 
 

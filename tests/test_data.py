@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -248,7 +249,8 @@ def test_unknown_asset_names_the_choices():
     with pytest.raises(UnknownAssetError) as err:
         data.load_prices(["btc", "doge"])
     assert str(err.value) == (
-        "unknown asset 'doge': choose one of btc, eth, xrp, ltc, sol, gold, silver, platinum"
+        "unknown asset 'doge': choose one of btc, eth, xrp, ltc, sol, gold, silver, platinum, "
+        "or add it to the asset catalogue (assets.yaml in the data folder)"
     )
     assert isinstance(err.value, KeyError)  # a dict-like lookup error too
     assert data.normalize_asset("doge") is None
@@ -311,6 +313,7 @@ def test_missing_data_folder_says_where_and_mentions_lab_data_dir(tmp_path, monk
 
 
 def test_missing_file_says_which_and_where(tmp_path, monkeypatch):
+    shutil.copy(DATA_DIR / "assets.yaml", tmp_path)
     monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
     with pytest.raises(DataError) as err:
         data.load("eth_usd_daily")
@@ -319,7 +322,16 @@ def test_missing_file_says_which_and_where(tmp_path, monkeypatch):
     assert "LAB_DATA_DIR" in message
 
 
+def test_missing_catalogue_says_where_and_mentions_lab_data_dir(tmp_path, monkeypatch):
+    (tmp_path / "sol_usd_daily.csv").write_text("time,price\n2024-01-01,100.5\n")
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError) as err:
+        data.load("sol_usd_daily")
+    assert str(tmp_path / "assets.yaml") in str(err.value) and "LAB_DATA_DIR" in str(err.value)
+
+
 def test_lab_data_dir_points_elsewhere(tmp_path, monkeypatch):
+    shutil.copy(DATA_DIR / "assets.yaml", tmp_path)
     (tmp_path / "sol_usd_daily.csv").write_text("time,price\n2024-01-01,100.5\n")
     monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
     sol = data.load("sol_usd_daily")
@@ -338,6 +350,7 @@ def test_lab_data_dir_points_elsewhere(tmp_path, monkeypatch):
     ],
 )
 def test_malformed_file_names_the_file_and_the_problem(tmp_path, content, message):
+    shutil.copy(DATA_DIR / "assets.yaml", tmp_path)
     (tmp_path / "ltc_usd_daily.csv").write_text(content)
     with pytest.raises(DataError, match="ltc_usd_daily.csv") as err:
         data.load("ltc_usd_daily", data_dir=tmp_path)

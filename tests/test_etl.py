@@ -328,8 +328,8 @@ def test_typed_and_mixed_time_columns():
 
 def test_epoch_unit_thresholds():
     just_seconds = 99_999_999_999  # < 1e11: seconds -> the year 5138: out of range
-    as_ms = 100_000_000_000  # >= 1e11: milliseconds -> 1973-03-03
-    result = rows(tick(time=just_seconds), tick(time=as_ms, asset="eth"))
+    as_ms = 100_000_000_000  # >= 1e11: milliseconds -> 1973-03-03: gold's price then
+    result = rows(tick(time=just_seconds), tick(1500.0, time=as_ms, asset="gold"))
     assert reasons(result) == ["timestamp out of range"]
     assert result.clean["time"].tolist() == [pd.Timestamp("1973-03-03 09:46:40", tz="UTC")]
     assert etl.EPOCH_UNITS[0][:2] == (1e11, "s")
@@ -368,21 +368,50 @@ def test_wall_clock_times_that_do_not_exist_are_bad_timestamps():
 @pytest.mark.parametrize(
     "value",
     [
-        "1799-12-31",
-        "1500-01-01T00:00:00Z",
         "9999-01-01T00:00:00.123456789Z",
-        dt.datetime(1, 1, 1),
-        -(10**10),  # 1653
-        "2024-06-03T00:00:00Z",  # more than a day after NOW
+        10**11 - 1,  # seconds: the year 5138
+        "2024-06-02T12:00:00.000000001Z",  # a nanosecond more than a day after NOW
+        "2024-06-03T00:00:00Z",
     ],
 )
-def test_times_outside_the_range_are_out_of_range(value):
+def test_times_too_far_in_the_future_are_out_of_range(value):
     assert only_reason(rows(tick(time=value))) == "timestamp out of range"
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        -1,  # 1969-12-31T23:59:59Z: a negative epoch, the broken clock of a bitcoin tick
+        0,  # 1970-01-01
+        "1969-12-31",
+        "2010-03-16T23:59:59.999999999Z",  # a nanosecond before bitcoin's earliest date
+        "1799-12-31",
+        "1500-01-01T00:00:00Z",
+        dt.datetime(1, 1, 1),
+        -(10**10),  # 1653
+    ],
+)
+def test_times_before_the_assets_earliest_date_are_too_early(value):
+    assert only_reason(rows(tick(time=value))) == "timestamp too early"
+
+
 def test_times_at_the_edges_of_the_range_are_accepted():
-    result = rows(tick(time="1800-01-01"), tick(time="2024-06-02T12:00Z", asset="eth"))
-    assert len(result.clean) == 2
+    earliest = data.catalogue.load()["btc"].earliest
+    assert earliest == pd.Timestamp("2010-03-17", tz="UTC")
+    result = rows(
+        tick(1.0, time="2010-03-17T00:00:00Z"),  # bitcoin's earliest plausible date
+        tick(time="2024-06-02T12:00Z", asset="eth"),  # exactly FUTURE_TOLERANCE after NOW
+        tick(20.0, time="1833-01-01", asset="gold"),  # the first bundled gold price
+    )
+    assert len(result.clean) == 3, result.quarantine
+    assert etl.FUTURE_TOLERANCE == pd.Timedelta(days=1)
+
+
+def test_the_earliest_date_is_per_asset():
+    # 2012: bitcoin traded, ether did not exist yet.
+    result = rows(tick(5.0, time="2012-01-01"), tick(5.0, time="2012-01-01", asset="eth"))
+    assert reasons(result) == ["timestamp too early"]
+    assert result.clean["asset"].tolist() == ["btc"]
 
 
 def test_now_defaults_to_the_current_time():
@@ -432,10 +461,17 @@ def test_ohlc_fields_are_converted_like_the_price():
 
 
 def test_unit_factor():
-    assert etl.unit_factor("USD/g", "metal") == 31.1034768
-    assert etl.unit_factor("USc", "crypto") == 0.01
-    assert etl.unit_factor("USD/g", "crypto") is None
-    assert etl.unit_factor(None, "metal") is None
+    assert etl.unit_factor("USD/g", "USD/ozt") == 31.1034768
+    assert etl.unit_factor("USc", "USD/coin") == 0.01
+    assert etl.unit_factor("USD/g", "USD/coin") is None
+    assert etl.unit_factor(None, "USD/ozt") is None
+    # Units of other assets: pounds of copper, shares, barrels (only as themselves).
+    assert etl.unit_factor("USD/kg", "USD/lb") == pytest.approx(0.45359237)
+    assert etl.unit_factor("USc/lb", "USD/lb") == 0.01
+    assert etl.unit_factor("USD/share", "USD/share") == 1.0
+    assert etl.unit_factor("USD/bbl", "USD/bbl") == 1.0
+    assert etl.unit_factor("USD/g", "USD/bbl") is None
+    assert etl.unit_factor("USD/coin", "USD/share") is None
 
 
 # ---------------------------------------------------------------------------- rule 6: values
@@ -446,22 +482,48 @@ def test_prices_not_positive(value):
     assert only_reason(rows(tick(value))) == "price not positive"
 
 
-def test_price_ceiling_is_100x_the_bundled_high():
-    ceiling = etl.PRICE_CEILING["btc"]
+def test_price_ceiling_is_the_catalogues():
+    ceiling = data.catalogue.load()["btc"].ceiling
     assert ceiling == 100 * 124_723.0
     assert rows(tick(ceiling)).clean["price"].tolist() == [ceiling]
     assert only_reason(rows(tick(ceiling * 1.01))) == "price implausible"
     assert only_reason(rows(tick(1900 * 31.1 * 1000, asset="gold"))) == "price implausible"
 
 
-def test_history_max_matches_the_bundled_files():
+def test_each_ceiling_is_100x_the_bundled_high():
     highs = {}
     for key, meta in data.DATASETS.items():
         highs[meta.asset] = max(highs.get(meta.asset, 0.0), data.load(key)["price"].max())
-    assert highs == etl.HISTORY_MAX
+    ceilings = {name: a.ceiling for name, a in data.catalogue.load().assets.items()}
+    assert ceilings == {asset: pytest.approx(100 * high) for asset, high in highs.items()}
+
+
+def test_each_bundled_price_is_after_its_assets_earliest_date():
+    assets = data.catalogue.load()
+    for key, meta in data.DATASETS.items():
+        assert data.load(key)["time"].min() >= assets[meta.asset].earliest, key
 
 
 # ---------------------------------------------------------------------------- rule 7: duplicates
+
+
+def test_duplicates_are_judged_per_source_when_the_batch_names_one():
+    result = rows(
+        tick(63000.0, source="coinbase"),
+        tick(63010.0, source="kraken"),  # another exchange, same instant: its own series
+        tick(63000.0, source="coinbase"),  # the same tick again
+        tick(64000.0, source="kraken"),  # the same instant, another price, same source
+        tick(99000.0, time="2021-04-14T10:01:00Z", source="coinbase"),  # +57 %: suspect
+        tick(63020.0, time="2021-04-14T10:01:00Z", source="kraken"),  # not a jump
+    )
+    assert reasons(result) == ["duplicate", "conflicting duplicate"]
+    clean = result.clean
+    assert clean["source"].tolist() == ["coinbase", "coinbase", "kraken", "kraken"]
+    assert clean["price"].tolist() == [63000.0, 99000.0, 63010.0, 63020.0]
+    assert clean["suspect"].tolist() == [False, True, False, False]
+    filled = rows(tick(1.0, source="a"), tick(2.0, source="b"),
+                  tick(None, time="2021-04-14T10:01Z", source="b"), fill_missing=True)  # fmt: skip
+    assert filled.clean["price"].tolist() == [1.0, 2.0, 2.0]  # from its own source
 
 
 def test_exact_duplicates_keep_the_first_and_quarantine_the_rest():
@@ -571,7 +633,8 @@ def test_every_row_ends_in_exactly_one_place(raw, fill_missing):
     assert str(df["time"].dtype) == "datetime64[ns, UTC]" and df["price"].dtype == "float64"
     assert np.isfinite(df["price"]).all() and (df["price"] > 0).all()
     assert df["asset"].isin(data.ASSETS).all()
-    assert ((df["time"] >= etl.EARLIEST) & (df["time"] <= NOW + pd.Timedelta(days=1))).all()
+    earliest = df["asset"].map(data.catalogue.load().earliest).astype("datetime64[ns, UTC]")
+    assert ((df["time"] >= earliest) & (df["time"] <= NOW + etl.FUTURE_TOLERANCE)).all()
     assert not df.duplicated(["asset", "time"]).any()
     assert fill_missing or not df["filled"].any()
 

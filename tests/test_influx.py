@@ -196,3 +196,28 @@ def test_big_and_small_writes_report_the_same_way(admin):
     assert (many.written, many.requests) == (1000, 16)
     assert admin.count("one") == admin.count("many") == 1000
     assert admin.query("SELECT * FROM many").equals(admin.query("SELECT * FROM one"))
+
+
+def test_writing_a_table_that_etl_emptied_says_why(admin):
+    from lab_helpers import etl
+    from lab_helpers.influx import EmptyWriteWarning
+
+    raw = pd.DataFrame(
+        [
+            {"time": "2021-04-14", "asset": "doge", "price": 0.3},
+            {"time": "2021-04-14", "asset": "btc", "price": "n/a"},
+        ]
+    )
+    result = etl.clean(raw)
+    with pytest.warns(EmptyWriteWarning, match="quarantined all 2 rows") as caught:
+        report = admin.write(result.clean, "price", tags=["asset"], time="time")
+    assert report.written == 0 and report.requests == 0
+    assert str(report) == str(caught[0].message)
+    assert "(1 missing price, 1 unknown asset): see result.quarantine" in str(report)
+
+    kept = etl.clean(raw.assign(asset="btc", price=63_000.0).head(1)).clean
+    with pytest.warns(EmptyWriteWarning, match="kept 1 row: the rows were filtered out"):
+        admin.write(kept[kept["asset"] == "eth"], "price", tags=["asset"], time="time")
+    with pytest.warns(EmptyWriteWarning, match="the table has no rows"):
+        admin.write(pd.DataFrame({"time": [], "price": []}), "price", time="time")
+    assert admin.query("SELECT * FROM price").empty

@@ -7,25 +7,31 @@ JetStream duplicate window (2 minutes) never links two tests.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import math
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import nats
 import pytest
 import requests
+from nats.js.api import ConsumerConfig
 
-from lab_helpers import broker
-from lab_helpers.replay import KINDS, ReplayConfig, message_id, records
+from lab_helpers import broker, catalogue
+from lab_helpers.replay import KINDS, ReplayConfig, backfill, message_id, records
 from lab_helpers.stack import find_binary, free_port, port_open
 from tests.services import run_app, wait_for
 
 pytestmark = pytest.mark.integration
+
+SOURCE_MAIN = Path(__file__).resolve().parent.parent / "services" / "source" / "main.py"
 
 ASSETS = ("btc", "gold", "eth")
 ENV = {
@@ -84,9 +90,12 @@ async def _stream(url: str, purge: bool = False) -> list[Message]:
         count = (await js.stream_info(broker.STREAM)).state.messages
         messages: list[Message] = []
         if count:
-            sub = await js.pull_subscribe(f"{broker.TICK_PREFIX}.>", durable=None)
+            # No acks: a reader that acknowledges nothing would stop at max_ack_pending.
+            sub = await js.pull_subscribe(
+                f"{broker.TICK_PREFIX}.>", durable=None, config=ConsumerConfig(ack_policy="none")
+            )
             while len(messages) < count:
-                for msg in await sub.fetch(count - len(messages), timeout=5):
+                for msg in await sub.fetch(min(5_000, count - len(messages)), timeout=5):
                     messages.append(Message(msg.subject, dict(msg.headers), json.loads(msg.data)))
             await sub.unsubscribe()
         return messages
@@ -206,6 +215,84 @@ def check_metrics(app, counts):
 # ---------------------------------------------------------------------------- start and stop
 
 
+def test_the_default_replay_first_sends_every_assets_history_once(stack):
+    url = stack.settings.require_nats_url()
+    purge(url)
+    history = backfill(ReplayConfig(backfill=True))
+    n = len(history)
+    assert set(history["asset"]) == set(catalogue.load()) and n > 40_000
+    # The default replay: no SOURCE_DATASET, SOURCE_ASSETS or SOURCE_START.
+    env = {"SOURCE_RATE": "1000", "SOURCE_LIMIT": str(n + 5)}
+    partial = {**env, "SOURCE_LIMIT": "2500"}  # stopped after part of the history
+
+    with run_app(stack, "source", env=partial) as app:
+        first = finished(app)
+    with run_app(stack, "source", env=env) as app:
+        second = finished(app)  # sends the rest of the history, then the replay
+    with run_app(stack, "source", env={**env, "SOURCE_LIMIT": "5"}) as app:
+        third = finished(app)  # all the history is in the stream already: just the replay
+
+    assert first["settings"]["backfill"] is True
+    assert (first["backfilled"], second["backfilled"], third["backfilled"]) == (2500, n - 2500, 0)
+    assert third["total"] == 5
+    messages = read_stream(url)
+    sent = [m for m in messages if m.body["source"] == "history"]
+    assert len(sent) == n  # each row of the history once, over the three runs
+    assert {(m.body["asset"], m.body["time"]) for m in sent} == set(
+        zip(history["asset"], history["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    )
+    assert all(m.subject == broker.history_subject(m.body["asset"]) for m in sent)
+    assert all(m.headers["Source-Kind"] == "valid" for m in sent)
+    # After the history, the replay itself: live-paced 1-minute bitcoin bars, numbered on.
+    replayed = [m for m in messages[2500 : 2500 + (n - 2500) + 5] if m.body["source"] == "replay"]
+    assert [m.subject for m in replayed] == ["ticks.btc"] * 5
+    assert [m.body["seq"] for m in replayed] == list(range(n - 2500, n - 2500 + 5))
+
+
+def source_main():
+    """``services/source/main.py`` as a module, to test its parts without a process."""
+    spec = importlib.util.spec_from_file_location("source_main", SOURCE_MAIN)
+    main = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = main  # its dataclasses look themselves up there
+    spec.loader.exec_module(main)
+    return main
+
+
+def test_a_chosen_replay_sends_no_history():
+    read_settings = source_main().read_settings
+    base = {"LAB_NATS_URL": "nats://127.0.0.1:4222"}
+    assert read_settings(base).replay.backfill is True
+    for chosen in ({"SOURCE_DATASET": "btc_usd_daily"}, {"SOURCE_ASSETS": "gold"},
+                   {"SOURCE_START": "2021-04-01"}, {"SOURCE_BACKFILL": "false"}):  # fmt: skip
+        assert read_settings(base | chosen).replay.backfill is False, chosen
+
+
+def test_stop_ends_a_producer_even_when_a_cancellation_is_lost():
+    # Python 3.11's asyncio.wait_for can swallow a cancellation that meets a result: the
+    # producer went on publishing and SIGTERM never ended the process.
+    main = source_main()
+    settings = main.read_settings({"LAB_NATS_URL": "nats://127.0.0.1:1",
+                                   "SOURCE_DATASET": "btc_usd_daily"})  # fmt: skip
+    source = main.Source(settings)
+
+    async def stubborn():
+        while not source.stopping:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass  # lost, as wait_for may lose it
+
+    async def scenario():
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await source.stop(task)
+        return task.done(), time.monotonic() - started
+
+    done, took = asyncio.run(scenario())
+    assert done and took < 2
+
+
 def test_sigterm_stops_a_running_source_quickly_and_cleanly(stack):
     purge(stack.settings.require_nats_url())
     env = {"SOURCE_RATE": "20", "SOURCE_START": "2021-04-01", "SOURCE_BUFFER": "5"}
@@ -273,7 +360,8 @@ def test_no_tick_is_lost_when_nats_goes_away_and_comes_back(stack, tmp_path):
 
     nats_proc = start_nats()
     url = f"nats://127.0.0.1:{port}"
-    env = {"LAB_NATS_URL": url, "SOURCE_LIMIT": "60", "SOURCE_RATE": "20", "SOURCE_SEED": "3"}
+    env = {"LAB_NATS_URL": url, "SOURCE_DATASET": "btc_usd_1min", "SOURCE_LIMIT": "60",
+           "SOURCE_RATE": "20", "SOURCE_SEED": "3"}  # fmt: skip
     try:
         with run_app(stack, "source", env=env) as app:
             wait_for(lambda: stats(app)["total"] >= 10, what="ten ticks")

@@ -1,20 +1,32 @@
 """The local stack manager with the real servers: idempotent, loopback-only, clean stop."""
 
+import http.server
 import json
 import re
 import stat
 import subprocess
 import sysconfig
+import threading
 from pathlib import Path
 
 import pytest
 import requests
 
+from lab_helpers import stack as stack_module
 from lab_helpers.errors import StackError
-from lab_helpers.stack import SERVERS, LocalStack, _process_matches, find_binary, main, port_open
+from lab_helpers.influx import InfluxDB
+from lab_helpers.stack import (
+    APPS,
+    SERVERS,
+    LocalStack,
+    _process_matches,
+    find_binary,
+    main,
+    port_open,
+)
 
 from .conftest import require_servers
-from .services import listening_addresses
+from .services import listening_addresses, wait_for
 
 
 @pytest.fixture
@@ -140,3 +152,76 @@ def test_command_line(lab_dir, capsys):
     assert "unknown service 'nope'" in capsys.readouterr().err
     assert main(["down", "--lab-dir", str(lab_dir)]) == 0
     assert "stopped: nats, influxdb" in capsys.readouterr().out
+
+
+class Impostor(http.server.BaseHTTPRequestHandler):
+    """Another program on a service's usual port that answers /healthz like one."""
+
+    def do_GET(self):
+        body = json.dumps({"status": "ok", "service": "ingest"}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("Lab-Pid", "1")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_usual_port_taken_as_the_service_starts_is_left_for_a_free_one(lab_dir, monkeypatch):
+    usual = APPS["ingest"][0]
+    try:
+        impostor = http.server.HTTPServer(("127.0.0.1", usual), Impostor)
+    except OSError:
+        impostor = None  # taken already by another program: just as good for this test
+    if impostor is not None:
+        threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    # The port looks free when the stack chooses it, and is taken when the service binds it.
+    monkeypatch.setattr(stack_module, "port_open", lambda port, host="127.0.0.1": False)
+    try:
+        stack = LocalStack(lab_dir, services=["ingest"])
+        rows = {r.name: r for r in stack.up()}
+        record = json.loads((lab_dir / "stack.json").read_text())["ingest"]
+        assert record["port"] != usual and rows["ingest"].healthy
+        answer = requests.get(record["health_url"], timeout=5)
+        assert answer.headers["Lab-Pid"] == str(record["pid"])  # its own, not the other's
+        assert "address already in use" in stack.logs("ingest")
+    finally:
+        if impostor is not None:
+            impostor.shutdown()
+            impostor.server_close()
+
+
+def test_servers_given_by_their_address_are_used_not_started(tmp_path, monkeypatch):
+    require_servers()
+    with LocalStack(tmp_path / "servers", services=SERVERS) as servers:
+        own = servers.settings
+        admin = own.credentials("admin")
+        for variable, value in {
+            "LAB_INFLUX_URL": own.influx_url, "LAB_NATS_URL": own.nats_url,
+            "LAB_INFLUX_USER": admin.username, "LAB_INFLUX_PASSWORD": admin.password,
+            "LAB_INFLUX_DB": "theirs", "SOURCE_DATASET": "btc_usd_daily", "SOURCE_LIMIT": "20",
+            "SOURCE_RATE": "200",
+        }.items():  # fmt: skip
+            monkeypatch.setenv(variable, value)
+        stack = LocalStack(tmp_path / "lab")
+        try:
+            rows = {r.name: r for r in stack.up()}
+            assert all(r.healthy for r in rows.values()), rows
+            assert rows["influxdb"].state == rows["nats"].state == "external"
+            assert str(rows["nats"]).startswith(f"✅ nats      external at {own.nats_url}")
+            assert set(json.loads(stack.state_file.read_text())) == {"ingest", "api", "source"}
+            db = InfluxDB.connect("admin", settings=own, database="theirs")
+            wait_for(lambda: db.count("price") == 20, 30, "the source's ticks in 'theirs'")
+        finally:
+            assert sorted(stack.down()) == ["api", "ingest", "source"]  # not their servers
+        assert all(r.healthy for r in servers.status())
+
+        monkeypatch.delenv("LAB_INFLUX_USER")
+        with pytest.raises(StackError, match="give the lab's identity on that InfluxDB"):
+            LocalStack(tmp_path / "lab").up()
+    monkeypatch.setenv("LAB_NATS_URL", "nats://127.0.0.1:1")
+    monkeypatch.delenv("LAB_INFLUX_URL")
+    with pytest.raises(StackError, match=r"LAB_NATS_URL=nats://127.0.0.1:1 does not answer"):
+        LocalStack(tmp_path / "other").up()

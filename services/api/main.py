@@ -43,7 +43,6 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lab_helpers.config import ConfigError, Settings, csv_list, env_value, load_settings
-from lab_helpers.data import ASSETS
 from lab_helpers.errors import InfluxAuthError, InfluxError
 from lab_helpers.influx import InfluxDB
 from lab_helpers.service import configure_logging, create_app, log_fields, serve
@@ -183,7 +182,10 @@ class ErrorBody(BaseModel):
 
 class AssetInfo(BaseModel):
     asset: str = Field(examples=["btc"])
-    kind: str = Field(description="crypto or metal", examples=["crypto"])
+    title: str = Field(examples=["Bitcoin"])
+    kind: str = Field(
+        description="crypto, metal, or the kind its catalogue entry names", examples=["crypto"]
+    )
     unit: str = Field(examples=["USD/coin"])
     latest_time: str | None = Field(description="time of the latest stored price")
     latest_price: float | None = Field(examples=[63000.5])
@@ -270,7 +272,8 @@ AssetParam = Annotated[
     str,
     PathParam(
         max_length=40,
-        description=f"One of {', '.join(ASSETS)} (aliases such as BTC-USD or XAU work too)",
+        description="An asset of the catalogue (data/assets.yaml) such as btc or gold "
+        "(aliases such as BTC-USD or XAU work too)",
         examples=["btc"],
     ),
 ]
@@ -343,8 +346,9 @@ def build_app(settings: Settings, api: ApiSettings) -> FastAPI:
         responses={503: ERRORS[503]},
     )
     def assets():
-        """Every asset the lab knows (crypto first), with its unit, its latest stored price
-        and time (null when none is stored yet) and how many prices are stored.
+        """Every asset of the catalogue (data/assets.yaml, in its order), with its unit, its
+        latest stored price and time (null when none is stored yet) and how many prices are
+        stored.
 
         Example: `curl http://127.0.0.1:8000/api/assets`
         """

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from fastapi.exceptions import RequestValidationError
 
+from lab_helpers import catalogue
 from lab_helpers.config import csv_list
-from lab_helpers.data import ASSET_KIND, ASSETS, UNITS, normalize_asset
 from lab_helpers.influx import InfluxDB
 
 # -- parameters --------------------------------------------------------------------------------
@@ -52,11 +52,13 @@ def bad_parameter(parameter: str, problem: str) -> RequestValidationError:
 
 
 def parse_asset(text: str, parameter: str = "asset") -> str:
-    """The lab's asset name for ``text`` (``BTC``, ``bitcoin``, ``btc-usd`` -> ``btc``)."""
-    asset = normalize_asset(text)
+    """The lab's asset name for ``text`` (``BTC``, ``bitcoin``, ``btc-usd`` -> ``btc``): any
+    name or alias of the asset catalogue, read again when it changes."""
+    known = catalogue.load()
+    asset = known.normalize(text)
     if asset is None:
         raise bad_parameter(
-            parameter, f"unknown asset {text[:40]!r}: use one of {', '.join(ASSETS)}"
+            parameter, f"unknown asset {text[:40]!r}: use one of {', '.join(known)}"
         )
     return asset
 
@@ -160,7 +162,8 @@ def number(value) -> float | None:
 
 
 def query_assets(db: InfluxDB) -> list[dict]:
-    """Every known asset with its latest stored price and time and its number of points."""
+    """Every asset of the catalogue (in its order) with its latest stored price and time
+    and its number of points."""
     latest = db.query("SELECT last(price) AS price FROM price GROUP BY asset")
     counts = db.query("SELECT count(price) AS points FROM price GROUP BY asset")
     newest = {}
@@ -169,16 +172,17 @@ def query_assets(db: InfluxDB) -> list[dict]:
             newest[asset] = (t, number(price))
     points = dict(zip(counts["asset"], counts["points"])) if len(counts) else {}
     out = []
-    for asset in ASSETS:
-        latest_time, latest_price = newest.get(asset, (None, None))
+    for asset in catalogue.load().assets.values():
+        latest_time, latest_price = newest.get(asset.name, (None, None))
         out.append(
             {
-                "asset": asset,
-                "kind": ASSET_KIND[asset],
-                "unit": UNITS[ASSET_KIND[asset]],
+                "asset": asset.name,
+                "title": asset.title,
+                "kind": asset.kind,
+                "unit": asset.unit,
                 "latest_time": latest_time,
                 "latest_price": latest_price,
-                "points": int(points.get(asset, 0)),
+                "points": int(points.get(asset.name, 0)),
             }
         )
     return out

@@ -23,7 +23,14 @@ from prometheus_client import CollectorRegistry
 
 from lab_helpers.config import ConfigError, Credentials, env_value, load_settings
 from lab_helpers.influx import InfluxDB
-from lab_helpers.ingest import DEFAULT_BATCH, DEFAULT_MEMORY, IngestStats, IngestWorker
+from lab_helpers.ingest import (
+    DEFAULT_BATCH,
+    DEFAULT_MAX_DELIVER,
+    DEFAULT_MEMORY,
+    DEFAULT_STALL,
+    IngestStats,
+    IngestWorker,
+)
 from lab_helpers.service import configure_logging, create_app, serve
 
 NAME = "ingest"
@@ -53,6 +60,8 @@ class Config:
     durable: str
     ack_wait: float
     memory: int
+    max_deliver: int
+    stall_after: float
 
 
 def read_config() -> Config:
@@ -71,6 +80,12 @@ def read_config() -> Config:
         durable=env_value("INGEST_DURABLE", "ingest", durable_name),
         ack_wait=env_value("INGEST_ACK_WAIT", 30.0, float, minimum=1, maximum=3600),
         memory=env_value("INGEST_DEDUP_SIZE", DEFAULT_MEMORY, int, minimum=0, maximum=10_000_000),
+        max_deliver=env_value(
+            "INGEST_MAX_DELIVER", DEFAULT_MAX_DELIVER, int, minimum=2, maximum=1000
+        ),
+        stall_after=env_value(
+            "INGEST_STALL_SECONDS", DEFAULT_STALL, float, minimum=1, maximum=86_400
+        ),
     )
 
 
@@ -97,6 +112,8 @@ def build_app(config: Config):
         ack_wait=config.ack_wait,
         memory_size=config.memory,
         stats=stats,
+        max_deliver=config.max_deliver,
+        stall_after=config.stall_after,
     )
 
     @contextlib.asynccontextmanager
@@ -108,7 +125,12 @@ def build_app(config: Config):
     app = create_app(
         NAME,
         registry=registry,
-        ready_checks={"nats": worker.nats_problem, "influxdb": worker.influx_problem},
+        ready_checks={
+            "nats": worker.nats_problem,
+            "influxdb": worker.influx_problem,
+            "worker": worker.worker_problem,
+        },
+        live_checks={"worker": worker.liveness_problem},
         description="Consumes ticks from NATS JetStream, cleans them and stores them in "
         "InfluxDB; bad ones go to the quarantine with the reason.",
         lifespan=lifespan,

@@ -4,7 +4,10 @@ Two modes (``SOURCE_MODE``):
 
 * ``replay`` (default): replays the bundled history (``lab_helpers.replay``), paced by
   ``SOURCE_SPEEDUP`` or ``SOURCE_RATE``, with bad records mixed in on purpose
-  (``SOURCE_BAD_SHARE``) so that the ETL of the ingest workers has something to catch;
+  (``SOURCE_BAD_SHARE``) so that the ETL of the ingest workers has something to catch. By
+  default it first sends the daily history of every asset as fast as JetStream takes it
+  (the backfill, on ``ticks.<asset>.history``, only what an earlier run has not sent yet),
+  then the 1-minute bitcoin bars at their own pace;
 * ``live``: polls public exchange and metals APIs (``lab_helpers.live``).
 
 Each tick goes to the subject ``ticks.<asset>`` of the stream ``TICKS`` with a
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import math
 import os
@@ -35,20 +39,23 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pandas as pd
 from fastapi import FastAPI, Path, Query
 from fastapi.responses import JSONResponse
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import NoStreamResponseError, NotFoundError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from lab_helpers import broker, live, replay
+from lab_helpers import broker, catalogue, live, replay
 from lab_helpers.config import ConfigError, as_bool, csv_list, env_value, load_settings
-from lab_helpers.data import ASSETS, DATASETS, FREQUENCIES, normalize_asset
+from lab_helpers.data import FREQUENCIES
 from lab_helpers.errors import LabError
 from lab_helpers.service import configure_logging, create_app, log_fields, serve
 
 SERVICE = "source"
 DEFAULT_PORT = 8001
 PUBLISH_TIMEOUT = 2.0  # seconds to wait for JetStream's acknowledgement of one tick
+BACKFILL_CHUNK = 1_000  # history ticks in flight at once (acknowledged before the next ones)
+STOP_SECONDS = 5.0  # on SIGTERM, how long the producer may take to stop
 MAX_RETRY_WAIT = 5.0  # a failing publish is retried after 0.2 s, 0.4 s ... at most this
 ASSET_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 
@@ -105,19 +112,21 @@ class Settings:
             "bad_share": config.bad_share,
             "bad_kinds": list(config.bad_kinds),
             "seed": config.seed,
+            "backfill": config.backfill,
         }
 
 
 def _assets(name: str, text_default: str, env) -> tuple[str, ...]:
     """A comma-separated list of asset names in ``name``, as the lab's names."""
     names = env_value(name, csv_list(text_default), csv_list, env=env)
+    known = catalogue.load()
     assets = []
     for item in names:
-        asset = normalize_asset(item)
+        asset = known.normalize(item)
         if asset is None:
             raise ConfigError(
                 f"{name}={','.join(names)!r} is not valid: {item!r} is not an asset of the lab "
-                f"({', '.join(ASSETS)})"
+                f"({', '.join(known)}; add it to the catalogue {catalogue.FILE_NAME})"
             )
         assets.append(asset)
     return tuple(dict.fromkeys(assets))
@@ -130,9 +139,10 @@ def read_settings(env: dict[str, str] | None = None) -> Settings:
     mode = env_value("SOURCE_MODE", "replay", str.lower, env=env, choices=("replay", "live"))
 
     dataset = env_value("SOURCE_DATASET", None, str.lower, env=env)
-    if dataset is not None and dataset not in DATASETS:
+    datasets = catalogue.load().datasets
+    if dataset is not None and dataset not in datasets:
         raise ConfigError(
-            f"SOURCE_DATASET={dataset!r} is not valid: use one of {', '.join(DATASETS)}"
+            f"SOURCE_DATASET={dataset!r} is not valid: use one of {', '.join(datasets)}"
         )
     assets = _assets("SOURCE_ASSETS", "", env)
     if dataset and assets:
@@ -162,6 +172,10 @@ def read_settings(env: dict[str, str] | None = None) -> Settings:
         bad_share=env_value("SOURCE_BAD_SHARE", 0.0, _number, env=env, minimum=0, maximum=1),
         bad_kinds=tuple(kinds),
         seed=env_value("SOURCE_SEED", 0, int, env=env),
+        # The default replay first sends every asset's history, so that no chart is empty;
+        # a replay chosen with SOURCE_DATASET, SOURCE_ASSETS or SOURCE_START is just that.
+        backfill=env_value("SOURCE_BACKFILL", True, as_bool, env=env)
+        and not (dataset or assets or start),
     )
     live_assets = _assets("SOURCE_LIVE_ASSETS", "btc,eth,gold", env)
     live_apis = env_value("SOURCE_LIVE_APIS", live.DEFAULT_APIS, csv_list, env=env)
@@ -251,6 +265,12 @@ class Source:
         self.finished_at: float | None = None
         self.nc = None
         self.js = None
+        self.backfilled = 0
+        self.stopping = False  # set on SIGTERM: no more ticks, no more retries
+        # off (a chosen replay, or live mode) | waiting (for NATS) | sending | done
+        backfill = settings.mode == "replay" and settings.replay.backfill
+        self.backfill_state = "waiting" if backfill else "off"
+        self._next: list[tuple[str, dict]] = []  # a record read ahead by _backfill
         # Read the data or plan the endpoints now: a bad setting stops the start-up (exit 2).
         if settings.mode == "replay":
             self.records = replay.records(settings.replay, limit=settings.limit)
@@ -268,7 +288,11 @@ class Source:
             await self._connect()
             self.state = "running"
             log.info("publishing ticks", extra=log_fields(**self.settings.describe()))
+            if self.settings.mode == "replay" and self.settings.replay.backfill:
+                await self._backfill()
             async for kind, tick in self._emissions():
+                if self.stopping:
+                    return
                 await self._publish(kind, tick)
             self.state = "finished"
             self.finished_at = time.time()
@@ -278,10 +302,19 @@ class Source:
             log.exception("the producer stopped")
 
     async def stop(self, task: asyncio.Task) -> None:
-        """Stop producing and close the NATS connection (on SIGTERM)."""
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        """Stop producing and close the NATS connection (on SIGTERM), within seconds.
+
+        A cancellation can be lost in Python 3.11 (``asyncio.wait_for`` swallows one that
+        meets a result), so the producer also checks :attr:`stopping` between ticks and
+        between retries, and the cancellation is repeated until the task has ended.
+        """
+        self.stopping = True
+        deadline = time.monotonic() + STOP_SECONDS
+        while not task.done() and time.monotonic() < deadline:
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+        if not task.done():
+            log.warning("the producer did not stop in time; leaving it behind")
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.close(), timeout=5)
@@ -305,6 +338,8 @@ class Source:
                     "cannot set up the stream yet; retrying",
                     extra=log_fields(error=repr(err), attempt=attempt),
                 )
+                if self.stopping:
+                    raise asyncio.CancelledError from None
                 await asyncio.sleep(min(MAX_RETRY_WAIT, 0.2 * 2**attempt))
 
     def ready_problem(self) -> str | None:
@@ -319,11 +354,51 @@ class Source:
     def _emissions(self) -> AsyncIterator[tuple[str, dict]]:
         return self._replayed() if self.settings.mode == "replay" else self._polled()
 
+    async def _backfill(self) -> None:
+        """Send the history that comes before the replay, as fast as JetStream takes it.
+
+        What an earlier run already sent is skipped: the last message on each asset's
+        history subject (``ticks.<asset>.history``) says how far it got.
+        """
+        sent = {}
+        for asset in catalogue.load():
+            try:
+                last = await self.js.get_last_msg(broker.STREAM, broker.history_subject(asset))
+                moment = replay.tick_epoch(json.loads(last.data))
+            except NotFoundError:
+                continue
+            except Exception as err:  # an odd message: send this asset's history again
+                log.warning("cannot read the last backfilled tick", extra=log_fields(
+                    asset=asset, error=repr(err)))  # fmt: skip
+                continue
+            if moment is not None:
+                sent[asset] = pd.Timestamp(moment, unit="s", tz="UTC")
+        settings = self.settings
+        self.backfill_state = "sending"
+        self.records = replay.records(settings.replay, limit=settings.limit, sent=sent)
+        chunk: list[tuple[str, dict]] = []
+        for kind, tick in self.records:
+            if tick.get("source") != replay.BACKFILL_SOURCE:
+                self._next = [(kind, tick)]  # the first record of the replay itself
+                break
+            chunk.append((kind, tick))
+            if self.stopping:
+                return
+            if len(chunk) == BACKFILL_CHUNK:
+                await self._publish_many(chunk)
+                self.backfilled += len(chunk)
+                chunk = []
+        if chunk:
+            await self._publish_many(chunk)
+            self.backfilled += len(chunk)
+        self.backfill_state = "done"
+        log.info("history sent", extra=log_fields(ticks=self.backfilled, already_sent=sent))
+
     async def _replayed(self) -> AsyncIterator[tuple[str, dict]]:
         """The replay records, each at its time (a schedule, so that delays do not add up)."""
         pacer = replay.Pacer(speedup=self.settings.speedup, rate=self.settings.rate)
         due = time.monotonic()
-        for kind, tick in self.records:
+        for kind, tick in itertools.chain(self._next, self.records):
             due += pacer.delay(tick)
             wait = due - time.monotonic()
             if wait > 0:
@@ -348,32 +423,70 @@ class Source:
         log.warning("live price API failed", extra=log_fields(api=api, error=message))
 
     async def _publish(self, kind: str, tick: dict) -> None:
-        """Publish one tick; on failure wait and try again (same id, so never stored twice)."""
-        subject = broker.subject(broker.TICK_PREFIX, tick.get("asset"))
-        headers = {"Nats-Msg-Id": replay.message_id(tick), "Source-Kind": kind}
+        """Publish one tick and wait for JetStream's acknowledgement (see
+        :meth:`_publish_many`)."""
+        await self._publish_many([(kind, tick)])
+
+    async def _publish_many(self, pairs: list[tuple[str, dict]]) -> None:
+        """Publish ticks one after the other without waiting in between, then wait for every
+        acknowledgement. What was not acknowledged is published again after a pause, with
+        the same ``Nats-Msg-Id``, so JetStream never stores a tick twice."""
+        acked: list = [None] * len(pairs)
+        bodies: list[dict] = [{}] * len(pairs)
         for attempt in itertools.count(1):
-            body = {**tick, "sent": round(time.time(), 6)}
-            started = time.perf_counter()
+            todo = [i for i, ack in enumerate(acked) if ack is None]
+            futures = []
             try:
-                ack = await self.js.publish(
-                    subject, broker.encode(body), timeout=PUBLISH_TIMEOUT, headers=headers
+                for i in todo:
+                    kind, tick = pairs[i]
+                    bodies[i] = {**tick, "sent": round(time.time(), 6)}
+                    futures.append(await self._send(kind, tick, bodies[i]))
+                results = await asyncio.wait_for(
+                    asyncio.gather(*futures, return_exceptions=True),
+                    timeout=PUBLISH_TIMEOUT + len(futures) / 10_000,
                 )
+                problem = None
+            except Exception as err:  # timeout, no stream, connection lost: keep the ticks
+                results, problem = [], err
+            for i, result in zip(todo, results):
+                acked[i] = None if isinstance(result, BaseException) else result
+            if all(acked):
                 break
-            except Exception as err:  # timeout, no stream, connection lost: keep the tick
-                self.publish_errors += 1
-                self.publish_errors_total.inc()
-                log.warning(
-                    "publish failed; retrying",
-                    extra=log_fields(seq=tick.get("seq"), attempt=attempt, error=repr(err)),
-                )
-                await asyncio.sleep(min(MAX_RETRY_WAIT, 0.1 * 2**attempt))
-                if isinstance(err, NoStreamResponseError):
-                    await self._ensure_stream()  # someone deleted the stream
-        self.publish_seconds.observe(time.perf_counter() - started)
-        if ack.duplicate:
-            self.duplicates += 1
-            self.duplicates_total.inc()
-        self._remember(kind, body)
+            if self.stopping:
+                raise asyncio.CancelledError  # SIGTERM: these ticks go again at the next start
+            problem = problem or next(r for r in results if isinstance(r, BaseException))
+            self.publish_errors += 1
+            self.publish_errors_total.inc()
+            log.warning(
+                "publish failed; retrying",
+                extra=log_fields(seq=pairs[todo[0]][1].get("seq"), attempt=attempt,
+                                 ticks=len(todo), error=repr(problem)),
+            )  # fmt: skip
+            await asyncio.sleep(min(MAX_RETRY_WAIT, 0.1 * 2**attempt))
+            if isinstance(problem, NoStreamResponseError):
+                await self._ensure_stream()  # someone deleted the stream
+        for (kind, _), body, ack in zip(pairs, bodies, acked):
+            if ack.duplicate:
+                self.duplicates += 1
+                self.duplicates_total.inc()
+            self._remember(kind, body)
+
+    async def _send(self, kind: str, tick: dict, body: dict) -> asyncio.Future:
+        """Publish one message; the future of JetStream's acknowledgement."""
+        subject = broker.subject(broker.TICK_PREFIX, tick.get("asset"))
+        if tick.get("source") == replay.BACKFILL_SOURCE:
+            subject = broker.history_subject(tick.get("asset"))
+        headers = {"Nats-Msg-Id": replay.message_id(tick), "Source-Kind": kind}
+        started = time.perf_counter()
+        future = await self.js.publish_async(subject, broker.encode(body), headers=headers)
+        future.add_done_callback(
+            lambda done: (
+                done.cancelled()
+                or done.exception()
+                or self.publish_seconds.observe(time.perf_counter() - started)
+            )
+        )
+        return future
 
     def _remember(self, kind: str, body: dict) -> None:
         self.counts[kind] += 1
@@ -381,7 +494,7 @@ class Source:
         self.buffer.append(body)
         asset = body.get("asset")
         moment = replay.tick_epoch(body)
-        if kind in ("valid", "out_of_order") and asset in ASSETS and moment is not None:
+        if kind in ("valid", "out_of_order") and asset in catalogue.load() and moment is not None:
             # A late (out_of_order) tick must not replace a newer price.
             if asset not in self.latest or moment >= self.latest[asset][0]:
                 self.latest[asset] = (moment, body)
@@ -422,6 +535,8 @@ class Source:
             "last_seq": self.buffer[-1]["seq"] if self.buffer else None,
             "publish_errors": self.publish_errors,
             "jetstream_duplicates": self.duplicates,
+            "backfill": self.backfill_state,
+            "backfilled": self.backfilled,
             "started_at": _utc(self.started_at),
             "finished_at": _utc(self.finished_at) if self.finished_at else None,
             "settings": self.settings.describe(),
@@ -473,11 +588,12 @@ def build_app(source: Source) -> FastAPI:
         responses={404: {"description": "Unknown asset, or no tick of it yet"}},
     )
     async def latest_one(asset: str = Path(pattern=ASSET_PATTERN, description="e.g. btc, XBT")):
-        name = normalize_asset(asset)
+        known = catalogue.load()
+        name = known.normalize(asset)
         if name is None:
             return JSONResponse(
                 status_code=404,
-                content={"error": f"unknown asset {asset!r}: choose one of {', '.join(ASSETS)}"},
+                content={"error": f"unknown asset {asset!r}: choose one of {', '.join(known)}"},
             )
         if name not in source.latest:
             seen = ", ".join(sorted(source.latest)) or "none yet"

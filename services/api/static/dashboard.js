@@ -17,15 +17,14 @@
   const QUARANTINE_POLL_MS = 5000;
   const ASSETS_POLL_MS = 15000;
   const LATEST_RECORDS = 5;
-  const NO_DATA = {
-    text: "no prices stored yet",
-    showarrow: false,
-    xref: "paper",
-    yref: "paper",
-    x: 0.5,
-    y: 0.5,
-    font: { color: "#52606d" },
-  };
+  const HISTORY_RELOAD_MS = 2000; // a burst of backfilled history = one reload per chart
+  const HISTORY_SOURCE = "history"; // the source's backfill (lab_helpers.replay.BACKFILL_SOURCE)
+  // Why a chart is empty, and how to fill it.
+  const NO_DATA =
+    "No price of this asset is stored yet. When the stack starts (make stack-up), its " +
+    "source sends the history of every asset, then live ticks: this chart fills as the " +
+    "ingest workers store them. Nothing after a minute? Check `make stack-status`; for an " +
+    "asset you added yourself, see data/README.md, \"Add your own asset\".";
 
   const charts = new Map(); // asset -> {div, xs: [], ys: []} (xs/ys: ticks not drawn yet)
   const rows = new Map(); // asset -> {time, cells} of the latest-price table
@@ -147,7 +146,9 @@
     div.id = `chart-${info.asset}`;
     div.setAttribute("role", "img");
     div.setAttribute("aria-label", `Price of ${info.asset.toUpperCase()} over time`);
-    section.append(title, div);
+    const note = el("p", "chart-empty", NO_DATA);
+    note.id = `empty-${info.asset}`;
+    section.append(title, note, div);
     document.getElementById("charts").append(section);
     const traces = [
       { name: "history", x: [], y: [], mode: "lines", line: { color: "#9aa5b1", width: 1.5 } },
@@ -160,17 +161,25 @@
       yaxis: { title: { text: info.unit }, tickformat: ",.6~r" },
       legend: { orientation: "h", x: 0, y: 1.12 },
       paper_bgcolor: "rgba(0,0,0,0)",
-      annotations: [NO_DATA],
     };
     Plotly.newPlot(div, traces, layout, { displayModeBar: false, responsive: true });
-    charts.set(info.asset, { div, xs: [], ys: [], empty: true });
+    charts.set(info.asset, { div, note, xs: [], ys: [], empty: true, reload: null });
   }
 
   /** Remove the "no prices" note once a chart has data. */
   function markFilled(chart) {
     if (!chart.empty) return;
     chart.empty = false;
-    Plotly.relayout(chart.div, { annotations: [] });
+    chart.note.hidden = true;
+  }
+
+  /** Backfilled history arrives in bursts: load the chart's history once the burst ends. */
+  function reloadHistorySoon(asset, chart) {
+    clearTimeout(chart.reload);
+    chart.reload = setTimeout(() => {
+      chart.reload = null;
+      loadHistory(asset).catch((err) => setStatus(`Could not refresh: ${err.message}`, true));
+    }, HISTORY_RELOAD_MS);
   }
 
   /** Load the stored history of one asset, downsampled to about HISTORY_POINTS points. */
@@ -209,6 +218,10 @@
     const time = toISO(tick.time);
     if (!chart || !time || typeof tick.price !== "number" || !Number.isFinite(tick.price)) {
       return; // an asset without a chart, or no usable time or price
+    }
+    if (tick.source === HISTORY_SOURCE) {
+      reloadHistorySoon(tick.asset, chart); // history joins the grey line, not the live one
+      return;
     }
     chart.xs.push(time);
     chart.ys.push(tick.price);
