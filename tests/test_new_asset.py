@@ -21,8 +21,9 @@ import requests
 from lab_helpers import catalogue, data, etl
 from lab_helpers.broker import STREAM, ensure_stream
 from lab_helpers.influx import quote_ident
+from tests.browser import chromium, require_browser
 from tests.services import StreamListener, run_app, wait_for
-from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, require_browser
+from tests.test_dashboard import WAIT_MS
 
 pytestmark = pytest.mark.integration
 
@@ -143,17 +144,13 @@ def test_a_new_asset_goes_from_its_file_to_the_dashboard_and_through_the_stream(
         assert got == dict(zip(clean["time"], clean["price"]))
 
         # -> its chart in the dashboard.
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        with chromium() as browser:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
             page.goto(api.url + "/")
             page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
             drawn = page.evaluate("() => document.getElementById('chart-acme').data[0].y")
             title = page.locator("#chart-acme").locator("xpath=..").locator("h3").text_content()
             note_hidden = page.locator("#empty-acme").is_hidden()
-            browser.close()
         assert drawn == clean["price"].tolist()
         assert title == "ACME (USD/share)" and note_hidden
 
