@@ -3,7 +3,8 @@
 A line is split with the shell's rules (`shlex`), then its options are taken apart with the
 tool's documented flags: which take a value (`-t lab-stats:0.1.0`, `--tag=...`), which are
 switches that may be grouped (`-dit`). :func:`docker` knows the subcommands the lab teaches
-(:data:`DOCKER_FLAGS`, from `docker <command> --help`); for :func:`kubectl`, the real kubectl
+(:data:`DOCKER_FLAGS`, from `docker <command> --help`; `docker buildx build` reads as `docker
+build`, whose options it shares); for :func:`kubectl`, the real kubectl
 reads the line too (:func:`kubectl_accepts`): pointed at a server that does not exist, it gets
 as far as connecting when the line is valid, and says what is wrong when it is not (an unknown
 flag, a missing argument), in its own words::
@@ -172,6 +173,10 @@ def docker(line: str) -> Parsed:
                    "build": "build", "run": "run", "logs": "logs", "rm": "rm"}.get(
             words[2], words[2])  # fmt: skip
         words = [words[0], command, *words[3:]]
+    if command == "buildx":  # docker buildx build: the same options as build (BuildKit's)
+        if words[2:3] != ["build"]:
+            raise CommandLineError("the lab teaches `docker buildx build` only")
+        command, words = "build", [words[0], "build", *words[3:]]
     if command not in DOCKER_FLAGS:
         raise CommandLineError(f"the lab does not teach `docker {command}` here")
     if command == "run":

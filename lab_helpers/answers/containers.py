@@ -6,6 +6,8 @@ as a local process with the file's settings, whose `/healthz` must answer 200.
 01.2: the `docker` commands that build, run, list and ship that image, taken apart with
 docker's documented options (`lab_helpers.cmdline`); in kind mode the notebook runs them.
 01.3: what a container shares with its host that a virtual machine does not.
+01.4: one `docker buildx build` line for the machines of a heterogeneous fleet (x86 and ARM),
+taken apart the same way.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def verify_docker_commands(docker_commands, ACR) -> None:
         raise Wrong(f"`docker_commands` is a dict with the keys {', '.join(STEPS)}")
     build, run, ps, images, tag, push = (_parse(docker_commands, s) for s in STEPS)
     dockerfile = posixpath.normpath(build.value("--file") or "Dockerfile")
-    if dockerfile != DOCKERFILE.relative_to(project_root()).as_posix():
+    if dockerfile != _relative(DOCKERFILE):
         raise Wrong("build: -f names the Dockerfile you wrote, build/exercises/stats/Dockerfile")
     if build.args != ["."]:
         raise Wrong(
@@ -126,6 +128,44 @@ def verify_docker_commands(docker_commands, ACR) -> None:
         )
     if push.args != [remote]:
         raise Wrong("push: the name the image has in your registry, as you tagged it")
+
+
+# -- 01.4 one image for x86 and ARM machines -----------------------------------------------
+PLATFORMS = ("linux/amd64", "linux/arm64")
+
+
+def verify_multi_platform(multi_platform_build, ACR) -> None:
+    try:
+        build = cmdline.docker(multi_platform_build)
+    except cmdline.CommandLineError as err:
+        raise Wrong(str(err)) from None
+    if build.command[0] != "build":
+        raise Wrong("it is a `docker buildx build` line")
+    platforms = {p.strip() for value in build.values("--platform") for p in value.split(",")}
+    missing = [p for p in PLATFORMS if p not in platforms]
+    if missing:
+        raise Wrong(
+            "--platform names every kind of machine that will pull the image, comma-separated: "
+            f"{'one is' if len(missing) == 1 else 'two are'} missing"
+        )
+    if posixpath.normpath(build.value("--file") or "Dockerfile") != _relative(DOCKERFILE):
+        raise Wrong("-f names the Dockerfile you wrote, build/exercises/stats/Dockerfile")
+    if build.args != ["."]:
+        raise Wrong("the context (the last argument) is the repository's root, `.`")
+    if f"{ACR}.azurecr.io/{IMAGE}" not in build.values("--tag"):
+        raise Wrong(
+            "-t gives the image its name in your registry (as in 01.2's tag), so that every "
+            "machine pulls it from there"
+        )
+    if not build.has("--push"):
+        raise Wrong(
+            "a multi-platform image cannot be kept in the local Docker, which holds one "
+            "platform: --push sends it to the registry as it is built"
+        )
+
+
+def _relative(path) -> str:
+    return path.relative_to(project_root()).as_posix()
 
 
 # -- wrong answers ----------------------------------------------------------------------------
@@ -186,6 +226,12 @@ _COMMANDS = {
     "tag": 'f"docker tag lab-stats:0.1.0 {ACR}.azurecr.io/lab-stats:0.1.0"',
     "push": 'f"docker push {ACR}.azurecr.io/lab-stats:0.1.0"',
 }
+
+
+def _multi(platforms="linux/amd64,linux/arm64", tag="{ACR}.azurecr.io/lab-stats:0.1.0",
+           push=" --push") -> str:
+    return ('multi_platform_build = f"docker buildx build --platform ' + platforms
+            + ' -f build/exercises/stats/Dockerfile -t ' + tag + push + ' ."\n')  # fmt: skip
 
 
 def _commands(tag="lab-stats:0.1.0", port="8003", **changed) -> str:
@@ -265,11 +311,12 @@ EXERCISES = [
                 "step 1 built one",
                 "c": "with -p you mapped a port of the host to the container's: it has an "
                 "address of its own",
-                "d": "compare the two kernel releases printed in step 3",
+                "d": "a container does share something: whose kernel release does `uname -r` "
+                "report inside one? (step 4; kind mode runs it)",
             },
             ("a", "b", "c", "d"),
         ),
-        hint="compare the two lines step 3 printed: the host's and the container's",
+        hint="step 4: what does `uname -r` report inside a container, and whose is it?",
         writes="a multiple-choice answer: what a container shares with its host, and a "
         "virtual machine does not",
         checked_by="the letter, with feedback on each wrong one",
@@ -279,5 +326,26 @@ EXERCISES = [
             "nothing": WrongAnswer('shared_with_host = "d"\n', says="kernel"),
         },
     ),
+    Exercise(
+        key="01.4",
+        title="one image for x86 and ARM machines",
+        answer="multi_platform_build",
+        uses=("ACR",),
+        verify=verify_multi_platform,
+        hint="`docker buildx build --help`: --platform takes several platforms at once; a "
+        "multi-platform image goes to a registry, not to the local Docker",
+        writes="the `docker buildx build` line that builds the stats image for linux/amd64 "
+        "and linux/arm64 and pushes it to the registry",
+        checked_by="the line split with the shell's rules and taken apart with docker's "
+        "documented build options (lab_helpers.cmdline): platforms, file, context, the "
+        "registry's name, --push",
+        minutes=4,
+        wrong={
+            "one platform only": WrongAnswer(_multi(platforms="linux/amd64"), says="missing"),
+            "kept in the local Docker": WrongAnswer(_multi(push=""), says="--push"),
+            "no registry in the name": WrongAnswer(
+                _multi(tag="lab-stats:0.1.0"), says="registry"
+            ),
+        },
+    ),
 ]
-
