@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,12 +39,14 @@ from .pods import WORKLOADS
 CONFIG = project_root() / "manifests" / "overlays" / "kind" / "cluster.yaml"
 OVERLAY = "manifests/overlays/kind"
 NAMESPACE_FILE = "manifests/base/namespace.yaml"
+# The node image in CONFIG is kind v0.32.0's: older kinds cannot `kind load` into it.
+MIN_KIND = (0, 32)
 DASHBOARD_PORT = 8080  # 8000 is the local stack's api (make lab): both can run at once
 INSTALL = {
     "docker": "Docker (https://docs.docker.com/get-docker/)",
     "daemon": "a running Docker daemon (docker is installed, but `docker info` gets no answer: "
     "start Docker Desktop, or `sudo systemctl start docker`)",
-    "kind": "kind 0.24 or newer (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
+    "kind": "kind 0.32 or newer (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
     "kubectl": "kubectl (`make setup` installs it into .venv)",
 }
 
@@ -58,6 +61,21 @@ def context() -> str:
     return f"kind-{cluster_name()}"
 
 
+def parse_kind_version(text: str) -> tuple[int, int] | None:
+    """(major, minor) from what `kind version` prints (`kind v0.32.0 go1.25 linux/amd64`)."""
+    found = re.search(r"\bv(\d+)\.(\d+)\.\d+", text)
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def kind_version(kind: str) -> tuple[int, int] | None:
+    """The (major, minor) version of the `kind` program at `kind`, None if it will not say."""
+    try:
+        out = subprocess.run([kind, "version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_kind_version(out.stdout)
+
+
 def missing() -> str | None:
     """One sentence naming what ``make cluster`` lacks here and where to get it, or None."""
     lacking = []
@@ -67,9 +85,15 @@ def missing() -> str | None:
         lacking.append(INSTALL["daemon"])
     for tool in ("kind", "kubectl"):
         try:
-            find_tool(tool)
+            found = find_tool(tool)
         except ToolMissingError:
             lacking.append(INSTALL[tool])
+            continue
+        if tool == "kind":
+            version = kind_version(found)
+            if version is not None and version < MIN_KIND:
+                have = ".".join(map(str, version))
+                lacking.append(f"{INSTALL['kind']} in place of its {have}")
     if not lacking:
         return None
     return (

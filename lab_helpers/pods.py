@@ -163,10 +163,12 @@ class PodWatch:
         except ApiException as err:
             raise ClusterError(f"pods of {app}: the API server said {api_message(err)}") from None
         self.resource_version = listing.metadata.resource_version if listing.metadata else None
+        # A pod already on its way out (after a scale-down, say) is not one to delete: no
+        # replacement would come for it.
         self.before: dict[str, str] = {
             str(p.metadata.uid): str(p.metadata.name)
             for p in listing.items
-            if p.metadata is not None
+            if p.metadata is not None and p.metadata.deletion_timestamp is None
         }
         if not self.before:
             raise ClusterError(f"there is no pod of {app} in namespace {namespace!r} to watch")

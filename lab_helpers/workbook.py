@@ -5,6 +5,7 @@ Command line::
 
     python -m lab_helpers.workbook run              # every notebook, in order, into build/notebooks
     python -m lab_helpers.workbook run 00 03        # only the notebooks whose names start so
+    python -m lab_helpers.workbook run 01 --mode kind   # with MODE = "kind": the cluster steps run
     python -m lab_helpers.workbook nav              # rewrite the badges and navigation cells
     python -m lab_helpers.workbook check            # does every notebook follow the conventions?
     python -m lab_helpers.workbook student          # the student edition, into build/student
@@ -270,11 +271,16 @@ def _print_result(result: RunResult) -> None:
     print(f"{mark} {result.notebook:<40} {result.seconds:6.1f} s  {detail}", flush=True)
 
 
-def run(prefixes: list[str] | None = None, output_dir: Path = BUILD_DIR) -> list[RunResult]:
-    """Run the notebooks in order and print one line per notebook."""
+def run(
+    prefixes: list[str] | None = None,
+    output_dir: Path = BUILD_DIR,
+    parameters: dict | None = None,
+) -> list[RunResult]:
+    """Run the notebooks in order and print one line per notebook. `parameters` replace the
+    notebooks' parameters cell values (`{"MODE": "kind"}` runs the cluster steps for real)."""
     results = []
     for path in notebooks(prefixes):
-        result = run_notebook(path, output_dir)
+        result = run_notebook(path, output_dir, parameters=parameters)
         _print_result(result)
         results.append(result)
     total = sum(r.seconds for r in results)
@@ -807,9 +813,17 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in commands:
         print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
         return 2
-    command, prefixes = argv[0], argv[1:] or None
+    command, args = argv[0], argv[1:]
+    parameters = None
+    if command == "run" and "--mode" in args:
+        at = args.index("--mode")
+        if at + 1 >= len(args) or args[at + 1] not in ("local", "kind", "aks"):
+            raise LabError("--mode takes local, kind or aks")
+        parameters = {"MODE": args[at + 1]}
+        args = args[:at] + args[at + 2 :]
+    prefixes = args or None
     if command == "run":
-        return 0 if all(r.ok for r in run(prefixes)) else 1
+        return 0 if all(r.ok for r in run(prefixes, parameters=parameters)) else 1
     if command == "refresh":
         return 0 if all(r.ok for r in refresh(prefixes)) else 1
     if command == "nav":

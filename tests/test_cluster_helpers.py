@@ -411,6 +411,19 @@ def test_make_cluster_tells_a_docker_without_its_daemon(monkeypatch, tmp_path):
     assert "Docker (https://docs.docker.com" not in sentence
 
 
+def test_make_cluster_asks_for_a_kind_that_can_load_into_its_node_image(monkeypatch, tmp_path):
+    """The pinned node image is kind v0.32.0's: an older kind creates the cluster, then fails
+    at `kind load`. Here `kind` is a script that answers `kind version` like kind v0.24."""
+    without_tools(monkeypatch, tmp_path, "docker")
+    old_kind = tmp_path / "bin" / "kind"
+    old_kind.write_text("#!/bin/bash\necho 'kind v0.24.0 go1.22.6 linux/amd64'\n")
+    old_kind.chmod(0o755)
+    sentence = kind.missing()
+    assert sentence and "kind 0.32 or newer" in sentence and "in place of its 0.24" in sentence
+    assert kind.parse_kind_version("kind v0.32.0 go1.25.1 linux/amd64") == (0, 32)
+    assert kind.parse_kind_version("kind version unknown") is None
+
+
 def test_the_kind_config_names_the_cluster_and_pins_its_node():
     config = yaml.safe_load(kind.CONFIG.read_text())
     assert kind.cluster_name() == "crypto-lab" == images.KIND_CLUSTER

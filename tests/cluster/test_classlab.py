@@ -47,6 +47,14 @@ def rows() -> dict[str, rbac.Row]:
     return rbac.table()
 
 
+# A Deployment's revision, which the deployment controller raises when it makes the new
+# ReplicaSet of an update (single quotes keep jsonpath's escaped dots from the shell split).
+REVISION = (
+    "kubectl get deployment {name} -o "
+    "'jsonpath={{.metadata.annotations.deployment\\.kubernetes\\.io/revision}}'"
+)
+
+
 def as_student(files, line: str, row: rbac.Row | None = None, check: bool = True):
     """Run ``line`` with the first student's kubeconfig (kubectl with ``-v=6``); when ``row``
     is given, every request kubectl made must be one the row lists."""
@@ -94,9 +102,13 @@ def test_every_student_command_works_with_the_student_s_role(students, rows):
         p["metadata"]["name"] for p in ingest if p["metadata"]["name"].startswith("ingest")
     )
     as_student(files, f"kubectl delete pod {victim}", rows["delete a pod"])
+    revision = REVISION.format(name="ingest")
+    before = int(as_student(files, revision).stdout or 0)
     as_student(
         files, "kubectl set image deployment/ingest ingest=lab-ingest:0.0.0-missing", rows["update"]
     )
+    # rollout undo goes back from the newest ReplicaSet: wait until the controller made it.
+    wait_for(lambda: int(as_student(files, revision).stdout or 0) > before, 60, "the new revision")
     as_student(files, "kubectl rollout undo deployment/ingest", rows["rollback"])
     as_student(
         files, "kubectl rollout status deployment/ingest --timeout=300s", rows["rollout status"]
@@ -141,7 +153,7 @@ def test_a_student_cannot_reach_another_student_s_namespace(students):
     names, files, _ = students
     refused = as_student(files, f"kubectl -n {names[1]} get pods", check=False)
     assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
-    cannot = as_student(files, f"kubectl auth can-i delete namespace {names[0]}", check=False)
+    cannot = as_student(files, f"kubectl auth can-i delete namespace/{names[0]}", check=False)
     assert cannot.stdout.strip() == "no"
 
 
