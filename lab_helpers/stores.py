@@ -73,6 +73,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+_running: dict[Path, ScratchInfluxDB] = {}  # folder -> the server running there
+
+
 class ScratchInfluxDB:
     """An InfluxDB server of its own in `folder`, on free loopback ports, with an admin of
     its own (a generated password, never shown). `client` writes and queries it; `stop()`
@@ -80,6 +83,9 @@ class ScratchInfluxDB:
 
     def __init__(self, folder: Path | str, timeout: float = 30.0):
         self.folder = Path(folder)
+        earlier = _running.pop(self.folder.resolve(), None)
+        if earlier is not None:  # a cell run again: the server it started goes first
+            earlier.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         port, rpc_port = free_port(), free_port()
@@ -93,6 +99,7 @@ class ScratchInfluxDB:
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )  # fmt: skip
         atexit.register(self.stop)
+        _running[self.folder.resolve()] = self
         try:
             self._wait_ready(timeout)
             password = secrets.token_urlsafe(18)
@@ -152,6 +159,8 @@ class ScratchInfluxDB:
                 self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
         atexit.unregister(self.stop)
+        if _running.get(self.folder.resolve()) is self:
+            del _running[self.folder.resolve()]
 
 
 class SQLiteStore:

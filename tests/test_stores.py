@@ -72,3 +72,16 @@ def test_both_stores_hold_the_same_readings_and_are_measured(tmp_path):
         process = both.influx.process
     assert process.poll() is not None, "the scratch InfluxDB is stopped"
     assert not folder.exists(), "both stores are deleted"
+
+
+@pytest.mark.integration
+def test_a_second_scratch_server_in_the_same_folder_stops_the_first(tmp_path):
+    require_servers()
+    first = stores.ScratchInfluxDB(tmp_path / "influxdb")
+    second = stores.ScratchInfluxDB(tmp_path / "influxdb")  # a notebook cell run again
+    try:
+        assert first.process.poll() is not None and second.process.poll() is None
+        assert second.client.ping()
+    finally:
+        second.stop()
+    assert second.process.poll() is not None and not (tmp_path / "influxdb").exists()
