@@ -24,6 +24,7 @@ import datetime as dt
 import decimal
 import itertools
 import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -699,6 +700,7 @@ def clean(
     now: pd.Timestamp | str | None = None,
     source_tz: str = "UTC",
     assets: Catalogue | None = None,
+    rules: Sequence[Callable[[Batch], None]] = RULES,
 ) -> CleanResult:
     """Clean a raw batch of price rows: returns a :class:`CleanResult` (clean + quarantine).
 
@@ -712,6 +714,11 @@ def clean(
     * ``source_tz``: the time zone of times given without an offset (default UTC).
     * ``assets``: the asset catalogue to follow (default: ``lab_helpers.catalogue.load()``,
       the file ``data/assets.yaml``, or the one in ``LAB_DATA_DIR``).
+    * ``rules``: the rules to apply, in order (default `RULES`). A rule of your own is a
+      function of the `Batch` that calls `batch.reject(mask, "its reason")`; put it where
+      the columns it reads are ready (after `parse_prices` for numbers) and before
+      `drop_duplicates`, which chooses the clean rows. Its reasons are counted after those
+      of `REASONS`.
 
     The rules are in :data:`RULES` (see ``docs/etl.md``). Example::
 
@@ -732,7 +739,7 @@ def clean(
         source_tz=source_tz,
         assets=assets if assets is not None else load_catalogue(),
     )
-    for rule in RULES:
+    for rule in rules:
         rule(batch)
     return _result(raw, batch)
 
@@ -755,7 +762,9 @@ def _result(raw: pd.DataFrame, batch: Batch) -> CleanResult:
     reasons = batch.reason[out].astype(str)
     quarantine.insert(quarantine.shape[1], "reason", reasons, allow_duplicates=True)
     found = pd.Series(reasons).value_counts()
-    counts = {reason: int(found[reason]) for reason in REASONS if reason in found.index}
+    # The lab's reasons in the rules' order, then those of rules of your own as they come.
+    ordered = [*REASONS, *(r for r in pd.unique(reasons) if r not in REASONS)]
+    counts = {reason: int(found[reason]) for reason in ordered if reason in found.index}
     # Travels with the clean table, so that writing it can say why it is empty.
     good.attrs[QUARANTINED_ATTR] = {"clean": len(good), "quarantined": dict(counts)}
     return CleanResult(good, quarantine, counts)

@@ -154,6 +154,23 @@ def test_rules_are_named_documented_and_in_order():
     assert all(rule.__doc__ and len(rule.__doc__) > 80 for rule in etl.RULES)
 
 
+def test_a_rule_of_your_own_runs_where_the_list_puts_it_and_its_reason_is_counted():
+    def reject_round_prices(batch: etl.Batch) -> None:
+        batch.reject(batch.frame["price"] % 1000 == 0, "round price")
+
+    at = etl.RULES.index(etl.reject_impossible) + 1
+    rules = (*etl.RULES[:at], reject_round_prices, *etl.RULES[at:])
+    result = rows(tick(63000.0), tick(63000.5, time="2021-04-14T10:01:00Z"), tick("abc"),
+                  tick(-1000.0, time="2021-04-14T10:02:00Z"), rules=rules)  # fmt: skip
+    # An earlier rule's reason stays (batch.reject keeps it); the new one comes after them all.
+    assert reasons(result) == ["round price", "price not a number", "price not positive"]
+    assert list(result.counts) == ["price not a number", "price not positive", "round price"]
+    assert result.clean["price"].tolist() == [63000.5]
+    assert "1 round price" in result.summary()
+    # Without `rules`, the lab's own.
+    assert reasons(rows(tick(63000.0))) == []
+
+
 # ---------------------------------------------------------------------------- rule 1: empties
 
 

@@ -156,10 +156,24 @@ def test_04_the_moving_average_misses_by_more_than_the_naive_forecast():
 # ------------------------------------------------- the committed notebooks say what they show
 
 RELATIONS = {
+    "00": [
+        "exactly the broken rows are quarantined",
+        "no row is lost",
+        "every clean row is stored",
+    ],
     "01": ["a network call costs far more than a function call, even on loopback"],
     "02": [
         "every worker took a share of the stream",
         "together they received each tick exactly once",
+    ],
+    "03": [
+        "every row ends where the rules say",
+        "writing the gold fixes again changed no count",
+        "the two workers shared the readings, each going to one of them",
+        "the readings left unacknowledged came back after the ack wait",
+        "both stores give the same hourly means",
+        "InfluxDB keeps the readings in less than half the disk space of SQLite",
+        "InfluxDB computes the hourly means faster than SQLite",
     ],
     "04": [
         "bitcoin's volatility is about four times gold's",
@@ -262,3 +276,32 @@ def test_04_draws_no_series_past_its_last_observation():
             if ends and max(ends.values()) - min(ends.values()) > pd.Timedelta(days=7):
                 assert analysis.ENDS_NOTE in (fig.layout.title.text or ""), fig.layout.title.text
     assert checked >= 8, "the figures of notebook 04 name their series"
+
+
+def test_00_draws_each_series_that_reaches_furthest_up_to_its_last_observation():
+    """Notebook 00's weekly chart: one trace per asset, the daily series that reaches furthest
+    (crypto spot, metal futures), named with its source; none drawn past its last observation
+    in the data; and, as they end at different dates, the title says so."""
+    import plotly.graph_objects as go
+
+    (path,) = workbook.notebooks(["00"])
+    nb = nbformat.read(path, as_version=4)
+    assets = parameters("00")["ASSETS"]
+    last = {  # plotly keeps the UTC times without their zone
+        analysis.series_label(asset): data.load(analysis.daily_dataset(asset).key)["time"]
+        .max()
+        .tz_convert(None)
+        for asset in assets
+    }
+    (figure,) = [
+        go.Figure(out.data[workbook.PLOTLY_MIME])
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if workbook.PLOTLY_MIME in out.get("data", {})
+    ]
+    ends = {trace.name: _trace_end(trace) for trace in figure.data}
+    assert sorted(ends) == sorted(last), "one trace per asset, named after its series"
+    for name, end in ends.items():
+        assert end <= last[name], f"{name} drawn past its data"
+    assert max(last.values()) - min(last.values()) > pd.Timedelta(days=7)
+    assert analysis.ENDS_NOTE in (figure.layout.title.text or ""), figure.layout.title.text

@@ -2,9 +2,9 @@
 exercises (lab_helpers.exercises and lab_helpers.answers), and what a reader meets in the
 committed notebooks.
 
-Most rules here apply to the notebooks converted to the workbook's full rules so far, through
-ONE explicit list: ``lab_helpers.answers.MODULES`` (notebooks 04 and 05 now; the others are
-added there as they are converted), read by ``workbook.converted()``. For those notebooks:
+Most rules here apply to the notebooks that follow the workbook's full rules, through ONE
+explicit list: ``lab_helpers.answers.MODULES`` (every notebook, 00 to 06; tests/test_notebooks.py
+keeps it complete), read by ``workbook.converted()``. For those notebooks:
 
 - every exercise, run in a real kernel against a stack of its own, says ⛔ on the learner's
   starting point, ⛔ on each plausible wrong answer it declares (with the feedback it
@@ -16,8 +16,7 @@ added there as they are converted), read by ``workbook.converted()``. For those 
   boolean, empty list item or overlong output; every figure with a static image, which an
   HTML rendering of notebook 04 shows.
 
-The notebooks not converted yet are run by tests/test_notebooks.py and compared by
-tests/test_nbval.py, whose unanswered-checker runs cover their inline checkers.
+tests/test_nbval.py compares the committed outputs with a fresh run.
 """
 
 import base64
@@ -409,8 +408,9 @@ def test_the_teaching_notes_show_the_current_pace_and_exercises():
     assert workbook.teaching_notes(text) == text, (
         "the tables of docs/teaching.md are stale: run `python -m lab_helpers.workbook notes`"
     )
-    for ex in exercises("04") + exercises("05"):
-        assert f"| {ex.key} {ex.title} |" in text
+    for number in workbook.converted_numbers():
+        for ex in exercises(number):
+            assert f"| {ex.key} {ex.title} |" in text
 
 
 def test_words_are_counted_as_a_reader_meets_them():

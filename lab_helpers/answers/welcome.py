@@ -1,0 +1,185 @@
+"""Exercises of notebook 00 (welcome and setup) and how they are checked.
+
+- 00.1, a query with bound parameters: the checker calls the learner's `highest(asset, year)`
+  for years of its choosing and holds the answers against the bundled CSV files; then it
+  passes an asset name that is a piece of InfluxQL, which a query with bound parameters
+  reads as a name (no such asset) and a query pasted together runs as InfluxQL.
+- 00.2, a pandas step on a query's result: each series' growth since `START`, held against
+  the CSV files grouped into the same 7-day buckets as InfluxDB's `GROUP BY time(7d)`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from numbers import Real
+
+import numpy as np
+import pandas as pd
+
+from .. import analysis, data
+from ..errors import LabError
+from ..exercises import Exercise, Wrong, WrongAnswer
+
+WEEK = pd.Timedelta(days=7)
+EPOCH = pd.Timestamp("1970-01-01", tz="UTC")  # InfluxDB's buckets start at multiples of it
+
+
+def reference_prices(asset: str) -> pd.DataFrame:
+    """The rows of the daily data set of `asset` that notebook 00 loads (crypto spot, metal
+    futures: those that reach furthest), from the bundled file."""
+    return data.load(analysis.daily_dataset(asset).key)
+
+
+# -- 00.1 the year's high ----------------------------------------------------------------------
+def _years(rows: pd.DataFrame) -> list[int]:
+    """Two years to ask about: the first full year of the series and the year of its lowest
+    price (neither holds the highest price of all, so a query for the whole history fails)."""
+    years = rows["time"].dt.year
+    first_full = int(years.min()) + 1
+    lowest = int(rows.loc[rows["price"].idxmin(), "time"].year)
+    top = int(rows.loc[rows["price"].idxmax(), "time"].year)
+    return sorted({y for y in (first_full, lowest) if y != top} or {first_full})
+
+
+def _highest_in(rows: pd.DataFrame, year: int) -> float:
+    start = pd.Timestamp(year=year, month=1, day=1, tz="UTC")
+    inside = (rows["time"] >= start) & (rows["time"] < start + pd.DateOffset(years=1))
+    return float(rows.loc[inside, "price"].max())
+
+
+def verify_highest(highest, ASSETS) -> None:
+    if not callable(highest):
+        raise Wrong("`highest` should stay a function of (asset, year)")
+    for asset in ASSETS:
+        rows = reference_prices(asset)
+        for year in _years(rows):
+            got = highest(asset, year)
+            if isinstance(got, bool) or not isinstance(got, Real | np.floating | np.integer):
+                raise Wrong(
+                    f"highest({asset!r}, {year}) gave a {type(got).__name__}: return one number"
+                )
+            want = _highest_in(rows, year)
+            if math.isclose(float(got), want, rel_tol=1e-9):
+                continue
+            if math.isclose(float(got), rows["price"].max(), rel_tol=1e-9):
+                raise Wrong(
+                    f"highest({asset!r}, {year}) is the highest price of the whole history: "
+                    "keep only the times within the year"
+                )
+            raise Wrong(f"highest({asset!r}, {year}) is not the highest price of that year")
+    # A user's text as the asset: with a bound parameter it is just a name nothing has.
+    hostile = f"{ASSETS[0]}' OR asset != '"
+    try:
+        got = highest(hostile, _years(reference_prices(ASSETS[0]))[0])
+    except LabError:
+        raise
+    except Exception:
+        return  # no price for that name: what a bound parameter gives
+    if got is not None and not (isinstance(got, float) and math.isnan(got)):
+        raise Wrong(
+            f"for the asset name {hostile!r} your query returned a price: the name was read as "
+            "InfluxQL; pass it as a bound parameter"
+        )
+
+
+# -- 00.2 growth since START -------------------------------------------------------------------
+def reference_growth(asset: str, start: str) -> float:
+    """Last weekly close over the first, with InfluxDB's 7-day buckets (aligned on the epoch)
+    and the rows at or after `start`."""
+    rows = reference_prices(asset)
+    rows = rows[rows["time"] >= pd.Timestamp(start, tz="UTC")]
+    bucket = (rows["time"] - EPOCH) // WEEK
+    first = rows[bucket == bucket.min()]["price"].iloc[-1]
+    return float(rows["price"].iloc[-1] / first)
+
+
+def verify_growth(growth, ASSETS, START) -> None:
+    if not isinstance(growth, Mapping | pd.Series):
+        raise Wrong(f"`growth` should be a Series indexed by asset, not a {type(growth).__name__}")
+    got = pd.Series(dict(growth.items()), dtype=object)
+    if sorted(map(str, got.index)) != sorted(ASSETS):
+        raise Wrong(f"`growth` needs one value per asset of ASSETS ({', '.join(ASSETS)})")
+    for asset in ASSETS:
+        value = got[asset]
+        if isinstance(value, bool) or not isinstance(value, Real | np.floating | np.integer):
+            raise Wrong(f"growth[{asset!r}] should be a number, not a {type(value).__name__}")
+        value = float(value)
+        if math.isnan(value):
+            raise Wrong(
+                f"growth[{asset!r}] is NaN: the series end at different dates, so the last row "
+                "of a wide table is empty for some; take each series' own last close"
+            )
+        want = reference_growth(asset, START)
+        if math.isclose(value, want, rel_tol=1e-9):
+            continue
+        if math.isclose(value, 100 * (want - 1), rel_tol=1e-9):
+            raise Wrong(f"growth[{asset!r}] is a percentage: give the factor (2.0 for doubled)")
+        if math.isclose(value, 1 / want, rel_tol=1e-9):
+            raise Wrong(f"growth[{asset!r}] is upside down: the last close over the first")
+        raise Wrong(
+            f"growth[{asset!r}] is not the last weekly close of `weekly` over the first one"
+        )
+
+
+EXERCISES = [
+    Exercise(
+        key="00.1",
+        title="the year's high, with bound parameters",
+        answer="highest",
+        uses=("ASSETS",),
+        verify=verify_highest,
+        hint="step 5 has a query with bound parameters to start from; max() is an InfluxQL "
+        "function; a year is the times from its 1 January (included) to the next one "
+        "(excluded); a query's result is a DataFrame",
+        writes="`highest(asset, year)`: an InfluxQL query with bound parameters (`$asset`, "
+        "`$start`, `$end`)",
+        checked_by="called for two years of each asset, against the bundled CSV files; then "
+        "with an asset name that is a piece of InfluxQL, which must find nothing",
+        minutes=6,
+        wrong={
+            "the asset pasted into the query": WrongAnswer(
+                "def highest(asset, year):\n"
+                "    start = pd.Timestamp(year=year, month=1, day=1, tz='UTC')\n"
+                "    found = db.query(\n"
+                "        f\"SELECT max(price) FROM {MEASUREMENT} WHERE asset = '{asset}' \"\n"
+                "        'AND time >= $start AND time < $end',\n"
+                "        params={'start': start, 'end': start + pd.DateOffset(years=1)})\n"
+                "    return found['max'].iloc[0]\n",
+                says="bound parameter",
+            ),
+            "the whole history": WrongAnswer(
+                "def highest(asset, year):\n"
+                "    found = db.query(f'SELECT max(price) FROM {MEASUREMENT} WHERE asset = "
+                "$asset',\n"
+                "                     params={'asset': asset})\n"
+                "    return found['max'].iloc[0]\n",
+                says="whole history",
+            ),
+        },
+    ),
+    Exercise(
+        key="00.2",
+        title="how much did each grow?",
+        answer="growth",
+        uses=("ASSETS", "START"),
+        verify=verify_growth,
+        hint="group `weekly` by asset; in each group the rows are in time order, and .iloc "
+        "picks a row by position",
+        writes="each asset's growth since START from the query's result (pandas)",
+        checked_by="the bundled CSV files grouped into InfluxDB's 7-day buckets",
+        minutes=5,
+        wrong={
+            "the last row of a wide table": WrongAnswer(
+                "wide = weekly.pivot(index='time', columns='asset', values='price')\n"
+                "growth = wide.iloc[-1] / wide.iloc[0]\n",
+                says="NaN",
+            ),
+            "in percent": WrongAnswer(
+                "growth = weekly.groupby('asset')['price'].agg(\n"
+                "    lambda p: 100 * (p.iloc[-1] / p.iloc[0] - 1))\n",
+                says="percentage",
+            ),
+        },
+    ),
+]
