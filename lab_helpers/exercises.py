@@ -96,7 +96,9 @@ class Exercise:
     - ``hint``: where to look; it never holds the answer;
     - ``writes`` and ``checked_by``: what the learner writes and what decides (for the
       teaching notes); ``minutes``: the time a learner needs;
-    - ``wrong``: plausible wrong answers (label -> :class:`WrongAnswer`) that the tests try.
+    - ``wrong``: plausible wrong answers (label -> :class:`WrongAnswer`) that the tests try;
+    - ``optional``: an exercise *if time allows*, outside the workshop's core path (its task
+      says so; the pace table counts its minutes apart).
     """
 
     key: str
@@ -109,6 +111,7 @@ class Exercise:
     minutes: int
     uses: tuple[str, ...] = ()
     wrong: Mapping[str, WrongAnswer] = field(default_factory=dict)
+    optional: bool = False
 
     @property
     def label(self) -> str:

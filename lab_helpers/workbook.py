@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -88,6 +89,11 @@ TEACHING_NOTES = project_root() / "docs" / "teaching.md"
 WORDS_PER_NOTEBOOK = 1_500
 WORDS_PER_CELL = 200
 WORDS_PER_MINUTE = 200  # reading speed of the pace table
+# The workshop's core path: every notebook's reading and its exercises that are not optional,
+# 00 to 06 in local mode, fits three hours. The header's "Time needed" is that sum per
+# notebook, to the nearest 5 minutes.
+CORE_PATH_MINUTES = 180
+IF_TIME_ALLOWS = "*(if time allows)*"
 
 
 def setup(min_python: tuple[int, int] = (3, 11)) -> dict[str, str]:
@@ -603,12 +609,24 @@ def _check_full_rules(number: str, cells, groups: list[int]) -> list[str]:
         task = cells[at].source.lstrip()
         if not task.startswith(f"**Exercise {ex.key} · "):
             problems.append(f"the task at cell {at + 1} must start with '**Exercise {ex.key} · '")
+        if ex.optional != (IF_TIME_ALLOWS in task.partition("\n")[0]):
+            problems.append(
+                f"the task of exercise {ex.key} says {IF_TIME_ALLOWS} on its first line if and "
+                "only if lab_helpers.answers declares it optional"
+            )
         for offset, what in ((1, "starting"), (2, "solution")):
             if not _defines(cells[at + offset].source, ex.answer):
                 problems.append(f"the {what} cell of exercise {ex.key} must define `{ex.answer}`")
     words = markdown_words(cells)
     if sum(words) > WORDS_PER_NOTEBOOK:
         problems.append(f"{sum(words):,} words of markdown, more than {WORDS_PER_NOTEBOOK:,}")
+    header = TIME_NEEDED.search(cells[0].source)
+    core = sum(words) / WORDS_PER_MINUTE + sum(e.minutes for e in declared if not e.optional)
+    if header and int(header.group(1)) != time_needed(core):
+        problems.append(
+            f"the header says about {header.group(1)} minutes; reading and the exercises of the "
+            f"core path take {core:.0f}: write about {time_needed(core)} minutes"
+        )
     problems += [
         f"cell {i + 1} has {n} words of markdown, more than {WORDS_PER_CELL}"
         for i, n in enumerate(words)
@@ -637,20 +655,35 @@ def markdown_words(cells) -> list[int]:
     ]
 
 
+def time_needed(core_minutes: float) -> int:
+    """The header's "Time needed" for a notebook whose core path takes `core_minutes`: the
+    nearest multiple of 5 minutes (at least 5)."""
+    return max(5, 5 * math.floor(core_minutes / 5 + 0.5))  # halves round up
+
+
 @dataclass
 class Pace:
-    """How long one notebook takes a learner: reading, and its exercises' estimates."""
+    """How long one notebook takes a learner: reading, and its exercises' estimates (those of
+    the core path, and the optional ones apart)."""
 
     notebook: str
     words: int
     longest_cell: int
     exercises: int
-    exercise_minutes: int | None  # None: the exercises have no estimate yet
+    exercise_minutes: int | None  # the core path's exercises; None: no estimate yet
     time_needed: int | None  # the header's "Time needed"
+    optional_minutes: int = 0  # the exercises "if time allows"
 
     @property
     def reading_minutes(self) -> float:
         return self.words / WORDS_PER_MINUTE
+
+    @property
+    def core_minutes(self) -> float | None:
+        """Reading plus the core path's exercises."""
+        if self.exercise_minutes is None:
+            return None
+        return self.reading_minutes + self.exercise_minutes
 
 
 def pace(folder: Path | None = None, *, every: bool = False) -> list[Pace]:
@@ -665,11 +698,13 @@ def pace(folder: Path | None = None, *, every: bool = False) -> list[Pace]:
         words = markdown_words(cells)
         groups, _ = exercise_groups(cells)
         number = path.name[:2]
-        minutes = sum(e.minutes for e in exercises(number)) if number in numbers else None
+        declared = exercises(number) if number in numbers else []
+        minutes = sum(e.minutes for e in declared if not e.optional) if declared else None
+        optional = sum(e.minutes for e in declared if e.optional)
         header = TIME_NEEDED.search(cells[0].source) if cells else None
         rows.append(
             Pace(path.stem, sum(words), max(words, default=0), len(groups), minutes,
-                 int(header.group(1)) if header else None)
+                 int(header.group(1)) if header else None, optional)
         )  # fmt: skip
     return rows
 
@@ -682,15 +717,15 @@ def pace_table(rows: list[Pace]) -> str:
 
     lines = [
         "| notebook | words of markdown | longest cell | reading (min) | exercises | "
-        "exercises (min) | reading + exercises (min) | header's time needed (min) |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "exercises (min) | reading + exercises (min) | header's time needed (min) | "
+        "exercises if time allows (min) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
-        both = None if r.exercise_minutes is None else r.reading_minutes + r.exercise_minutes
         lines.append(
             f"| {r.notebook} | {r.words:,} | {r.longest_cell} | {minutes(r.reading_minutes)} | "
-            f"{r.exercises} | {minutes(r.exercise_minutes)} | {minutes(both)} | "
-            f"{minutes(r.time_needed)} |"
+            f"{r.exercises} | {minutes(r.exercise_minutes)} | {minutes(r.core_minutes)} | "
+            f"{minutes(r.time_needed)} | {r.optional_minutes} |"
         )
     total_words = sum(r.words for r in rows)
     known = [r.exercise_minutes for r in rows]
@@ -700,7 +735,8 @@ def pace_table(rows: list[Pace]) -> str:
         f"| all | {total_words:,} | {max((r.longest_cell for r in rows), default=0)} | "
         f"{minutes(total_words / WORDS_PER_MINUTE)} | {sum(r.exercises for r in rows)} | "
         f"{minutes(exercise_total)} | {minutes(both)} | "
-        f"{minutes(sum(r.time_needed or 0 for r in rows))} |"
+        f"{minutes(sum(r.time_needed or 0 for r in rows))} | "
+        f"{sum(r.optional_minutes for r in rows)} |"
     )
     return "\n".join(lines)
 
@@ -717,8 +753,9 @@ def exercise_table(folder: Path | None = None) -> str:
     for path in converted(folder):
         for ex in exercises(path.name[:2]):
             wrong = "; ".join(ex.wrong)
+            minutes = f"{ex.minutes}, if time allows" if ex.optional else f"{ex.minutes}"
             lines.append(
-                f"| {ex.key} {ex.title} | {ex.writes} | {ex.checked_by} | {wrong} | {ex.minutes} |"
+                f"| {ex.key} {ex.title} | {ex.writes} | {ex.checked_by} | {wrong} | {minutes} |"
             )
     return "\n".join(lines)
 

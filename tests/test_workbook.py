@@ -398,9 +398,32 @@ def test_word_budgets(path):
 
 
 @pytest.mark.parametrize("path", CONVERTED, ids=[p.stem for p in CONVERTED])
-def test_the_header_time_covers_reading_and_exercises(path):
+def test_the_header_time_is_reading_and_the_core_exercises(path):
     (row,) = [r for r in workbook.pace() if r.notebook == path.stem]
-    assert row.time_needed >= row.reading_minutes + row.exercise_minutes
+    assert row.time_needed == workbook.time_needed(row.core_minutes), (
+        f"the header says {row.time_needed} minutes, the core path takes {row.core_minutes:.0f}"
+    )
+
+
+def test_the_core_path_fits_the_workshop():
+    """00 to 06 in local mode, reading and the exercises that are not "if time allows"."""
+    rows = workbook.pace(every=True)
+    assert [r.notebook[:2] for r in rows] == [f"{n:02d}" for n in range(7)]
+    total = sum(r.core_minutes for r in rows)
+    assert total <= workbook.CORE_PATH_MINUTES, f"{total:.0f} minutes"
+    assert sum(r.time_needed for r in rows) <= workbook.CORE_PATH_MINUTES + 5
+
+
+def test_an_optional_exercise_says_so_and_only_then(tmp_path):
+    path = next(p for p in CONVERTED if any(e.optional for e in exercises(p.name[:2])))
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and workbook.IF_TIME_ALLOWS in cell.source:
+            cell.source = cell.source.replace(workbook.IF_TIME_ALLOWS, "")
+    copy = tmp_path / path.name
+    nbformat.write(nb, copy)
+    problems = workbook.check_notebook(copy, paths=[copy])
+    assert any("if time allows" in p for p in problems), problems
 
 
 def test_the_teaching_notes_show_the_current_pace_and_exercises():

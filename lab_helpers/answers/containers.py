@@ -328,6 +328,7 @@ EXERCISES = [
     ),
     Exercise(
         key="01.4",
+        optional=True,
         title="one image for x86 and ARM machines",
         answer="multi_platform_build",
         uses=("ACR",),

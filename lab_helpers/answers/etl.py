@@ -388,6 +388,7 @@ EXERCISES = [
     ),
     Exercise(
         key="03.4",
+        optional=True,
         title="hourly means in SQL",
         answer="hourly_sql",
         verify=verify_hourly_sql,

@@ -231,6 +231,7 @@ EXERCISES = [
     ),
     Exercise(
         key="06.3",
+        optional=True,
         title="nothing left on the cluster and on Azure",
         answer="leftover_commands",
         uses=("NAMESPACE", "GROUP"),

@@ -265,6 +265,7 @@ EXERCISES = [
     ),
     Exercise(
         key="04.4",
+        optional=True,
         title="two forecasts",
         answer="forecasts",
         uses=("TEST_DAYS",),
