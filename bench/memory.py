@@ -17,8 +17,9 @@ import threading
 import time
 
 from lab_helpers.ingest import DEFAULT_BATCH, DEFAULT_MEMORY
+from lab_helpers.wait import wait_for
 
-from .common import Result, admin, bench_stack, rss_mb, run_service, wait_for
+from .common import Result, admin, bench_stack, rss_mb, run_service
 from .streaming import ASSETS, publish, synthetic_ticks, wire
 
 NAME = "memory"

@@ -35,6 +35,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from lab_helpers import broker, replay
 from lab_helpers.ingest import DEFAULT_BATCH
+from lab_helpers.wait import wait_for
 
 from .common import (
     Result,
@@ -46,7 +47,6 @@ from .common import (
     run_service,
     server_pid,
     start_service,
-    wait_for,
 )
 
 NAME = "streaming"

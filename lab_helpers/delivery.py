@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import requests
 
 from .errors import StackError
 from .stack import LocalStack, free_port
+from .wait import wait_for
 
 SUBSCRIBER = "notebook-05-subscriber"
 """The NATS connection name of the learner's subscriber: the broker's counters are found by
@@ -145,19 +145,20 @@ def start_source(
         buffer, log,
     )  # fmt: skip
     atexit.register(source.stop)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def publishing() -> bool:
         if process.poll() is not None:
             source.stop()
             raise StackError(f"the measurement source stopped at start-up: see {log}")
         try:
-            if source.last_seq() is not None:
-                return source  # it has published its first tick
+            return source.last_seq() is not None  # it has published its first tick
         except requests.RequestException:
-            pass  # not listening yet
-        time.sleep(0.1)
-    source.stop()
-    raise StackError(f"the measurement source did not start within {timeout:.0f} s: see {log}")
+            return False  # not listening yet
+
+    if not wait_for(publishing, timeout, error=None):
+        source.stop()
+        raise StackError(f"the measurement source did not start within {timeout:.0f} s: see {log}")
+    return source
 
 
 def service_url(name: str, stack: LocalStack | None = None) -> str:

@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -35,6 +34,7 @@ import requests
 
 from .commands import tool_path
 from .errors import LabError
+from .wait import wait_for
 
 # A base image pinned to one release: a tag with a version number (python:3.11.13-slim-...),
 # or a digest. `latest`, no tag, or a bare major version (python:3) move under your feet.
@@ -288,8 +288,8 @@ class LocalRun:
     def probe(self, path: str = "/healthz", timeout: float = 20.0) -> int:
         """The status code of GET ``path``, asked until the program answers; a
         :class:`DockerfileError` when it exits or does not answer within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def status() -> int | None:
             if self.process.poll() is not None:
                 last = self.output().splitlines()[-1:] or ["(nothing printed)"]
                 raise DockerfileError(
@@ -299,12 +299,14 @@ class LocalRun:
             try:
                 return requests.get(self.url + path, timeout=2).status_code
             except requests.RequestException:
-                if time.monotonic() > deadline:
-                    raise DockerfileError(
-                        f"nothing answered {path} within {timeout:.0f} s on the port the "
-                        "program was given"
-                    ) from None
-                time.sleep(0.2)
+                return None
+
+        code = wait_for(status, timeout, every=0.2, error=None)
+        if code is None:
+            raise DockerfileError(
+                f"nothing answered {path} within {timeout:.0f} s on the port the program was given"
+            )
+        return code
 
 
 @contextlib.contextmanager

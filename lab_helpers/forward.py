@@ -20,12 +20,12 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from collections import deque
 from pathlib import Path
 
 from .cluster import DEFAULT_NAMESPACE, ClusterError
 from .commands import find_tool, tool_path
+from .wait import wait_for
 
 LISTENING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) ->")
 
@@ -103,8 +103,7 @@ class PortForward:
         return found[0]
 
     def _wait_in_file(self, log_file: Path, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def port_in_log() -> int | None:
             text = log_file.read_text(errors="replace")
             self.log.extend(text.splitlines()[-50:])
             match = LISTENING.search(text)
@@ -112,11 +111,15 @@ class PortForward:
                 return int(match.group(1))
             if self.process.poll() is not None:
                 raise self._failed()
-            time.sleep(0.2)
-        self.close()
-        raise ClusterError(
-            f"`{' '.join(self.args)}` did not start listening within {timeout:.0f} s"
-        )
+            return None
+
+        port = wait_for(port_in_log, timeout, every=0.2, error=None)
+        if port is None:
+            self.close()
+            raise ClusterError(
+                f"`{' '.join(self.args)}` did not start listening within {timeout:.0f} s"
+            )
+        return port
 
     @property
     def active(self) -> bool:

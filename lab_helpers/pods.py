@@ -15,7 +15,6 @@ how fast a deleted pod comes back. The official ``kubernetes`` client, read-only
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .cluster import NAME_LABEL, ClusterError, Connection, api_message, current
+from .wait import wait_for
 
 if TYPE_CHECKING:
     from kubernetes.client import V1Pod
@@ -122,9 +122,10 @@ def wait_until_ready(
     conn = current()
     namespace = namespace or conn.namespace
     wanted = list(apps or WORKLOADS)
-    deadline = time.monotonic() + timeout
-    while True:
-        missing = {}
+    missing: dict[str, str] = {}  # app -> why it is not ready, as last seen
+
+    def all_ready() -> bool:
+        missing.clear()
         for app in wanted:
             found = _list(conn, namespace, f"{NAME_LABEL}={app}")
             if not found:
@@ -133,12 +134,14 @@ def wait_until_ready(
                 reasons = sorted({problem(p) for p in found} - {""})
                 waiting = sum(not is_ready(p) for p in found)
                 missing[app] = "; ".join([f"{waiting} of {len(found)} not ready", *reasons])
-        if not missing:
-            return pods(namespace)
-        if time.monotonic() > deadline:
-            waiting_for = "; ".join(f"{app}: {why}" for app, why in missing.items())
-            raise ClusterError(f"not ready after {timeout:.0f} s in {namespace}: {waiting_for}")
-        time.sleep(poll)
+        return not missing
+
+    def still_missing() -> str:
+        waiting_for = "; ".join(f"{app}: {why}" for app, why in missing.items())
+        return f"the pods in {namespace} to be ready ({waiting_for})"
+
+    wait_for(all_ready, timeout, still_missing, every=poll, error=ClusterError)
+    return pods(namespace)
 
 
 def _time(value: Any) -> datetime | None:
@@ -277,8 +280,8 @@ def external_address(namespace: str | None = None, service: str = "api", wait: f
 
     conn = current()
     namespace = namespace or conn.namespace
-    deadline = time.monotonic() + wait
-    while True:
+
+    def address() -> str | None:
         try:
             svc = conn.core.read_namespaced_service(service, namespace)
         except ApiException as err:
@@ -295,9 +298,12 @@ def external_address(namespace: str | None = None, service: str = "api", wait: f
         for ingress in (balancer.ingress if balancer else None) or []:
             if ingress.ip or ingress.hostname:
                 return str(ingress.ip or ingress.hostname)
-        if time.monotonic() >= deadline:
-            raise ClusterError(
-                f"the external address of {service!r} is still pending: Azure is creating the "
-                "public IP, usually 1-3 minutes; run this again"
-            )
-        time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+        return None
+
+    found = wait_for(address, wait, every=5.0, error=None)
+    if not found:
+        raise ClusterError(
+            f"the external address of {service!r} is still pending: Azure is creating the "
+            "public IP, usually 1-3 minutes; run this again"
+        )
+    return found

@@ -19,19 +19,15 @@ import requests
 
 from . import data
 from .broker import encode, ensure_stream, subject
+from .wait import wait_for
 
 SOURCE = "notebook-02"  # the `source` tag of the ticks published here
 
 
 def wait_until(condition: Callable, timeout: float = 30.0, every: float = 0.1):
-    """Call ``condition()`` until it returns something true; that value, or None after
-    ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(every)
-    return None
+    """Call `condition()` until it returns something true; that value, or the last (false)
+    one after `timeout` seconds (`lab_helpers.wait.wait_for` without the error)."""
+    return wait_for(condition, timeout, every=every, error=None)
 
 
 def status_code(url: str) -> int:

@@ -51,6 +51,7 @@ import requests
 
 from .config import ConfigError, Settings, load_settings, project_root
 from .errors import StackError, command_line
+from .wait import wait_for
 
 PID_HEADER = "Lab-Pid"
 """The header of a service's ``/healthz`` that names its process: the stack takes an answer
@@ -184,6 +185,59 @@ class ServiceStatus:
         where = f" at {self.url}" if self.url else ""
         where += f" (pid {self.pid})" if self.pid else ""
         return f"{mark} {self.name:<9} {self.state}{where}"
+
+
+@dataclass
+class AppProcess:
+    """One service started on its own by `LocalStack.start_app` (for a test, a benchmark):
+    its address, its process and its log. Not recorded in `stack.json`: `stop` it."""
+
+    name: str
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        """Everything it printed so far (its JSON log lines)."""
+        return self.log.read_text(errors="replace")
+
+    def stats(self) -> dict:
+        """Its `GET /stats` (what the source and the ingest workers counted)."""
+        return requests.get(self.url + "/stats", timeout=10).json()
+
+    def wait_up(self, *, ready: bool = False, timeout: float = 30.0) -> None:
+        """Wait until it answers `/healthz` (or `/readyz` with `ready=True`); a `StackError`
+        with the end of its log when it exits or does not answer within `timeout` seconds."""
+        probe = self.url + ("/readyz" if ready else "/healthz")
+
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise StackError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.output()[-3000:]}"
+                )
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(probe, timeout=1).status_code == 200
+            return False
+
+        def awaited() -> str:
+            return f"{self.name} to answer {probe}; its log:\n{self.output()[-3000:]}"
+
+        wait_for(up, timeout, awaited, every=0.05, error=StackError)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send `sig` (while it runs) and wait; its exit code (0: a clean stop). Killed if it
+        has not stopped after `timeout` seconds (the code is then -9)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
 
 
 class LocalStack:
@@ -327,6 +381,20 @@ class LocalStack:
             env["LAB_INFLUX_USER"], env["LAB_INFLUX_PASSWORD"] = creds.username, creds.password
         return env
 
+    def start_app(self, name: str, env: dict[str, str] | None = None, *, label: str = "app"):
+        """Start one more process of the service `name` on a free port, as the stack starts
+        its own (`app_command`, `app_env`) plus the variables `env`, its log in
+        `logs/<label>-<name>-<port>.log`; an `AppProcess`, not waited for (`wait_up`)."""
+        port = free_port()
+        full_env = {**os.environ, **self.app_env(name, port), **(env or {})}
+        log = self.lab_dir / "logs" / f"{label}-{name}-{port}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                self.app_command(name), env=full_env, stdout=out, stderr=subprocess.STDOUT
+            )
+        return AppProcess(name, f"http://127.0.0.1:{port}", proc, log)
+
     def _command(self, name: str, ports: dict) -> tuple[list[str], dict, dict | None]:
         """The command line, the addresses, and the environment (None: inherit) of a process."""
         if name in APPS:
@@ -382,10 +450,9 @@ class LocalStack:
         return {"pid": proc.pid, "cmd": cmd, **ports, **urls, "log": str(log)}
 
     def _wait_ready(self, name: str, record: dict) -> None:
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             if self._healthy(name, record):
-                return
+                return True
             if not self._alive(record, name):
                 if "address already in use" in self._tail(name, 5):
                     raise PortTaken(f"{name}: port {record['port']} was taken meanwhile")
@@ -393,10 +460,10 @@ class LocalStack:
                     f"{name} stopped during start-up; its log says: {self._tail(name, 5)!r} "
                     f"(full log: {self._log_file(name)})"
                 )
-            time.sleep(0.02)
-        raise StackError(
-            f"{name} did not answer within {self.timeout:.0f} s; see {self._log_file(name)}"
-        )
+            return False
+
+        what = f"{name} to answer; see {self._log_file(name)}"
+        wait_for(answers, self.timeout, what, every=0.02, error=StackError)
 
     def _tail(self, name: str, lines: int) -> str:
         try:
@@ -575,13 +642,13 @@ class LocalStack:
         has data and the stream is calm. Taking longer is no error: the ticks keep coming."""
         deadline = time.monotonic() + max(60.0, 4 * self.timeout)
 
-        def source_busy() -> bool:
+        def source_done() -> bool:
             stats = requests.get(state["source"]["url"] + "/stats", timeout=2).json()
-            return stats.get("backfill") in ("waiting", "sending") and stats["state"] != "failed"
+            return stats.get("backfill") not in ("waiting", "sending") or stats["state"] == "failed"
 
-        def ingest_busy() -> bool:  # what the ingest workers still have to take, per NATS
+        def ingest_done() -> bool:  # what the ingest workers still have to take, per NATS
             if "monitor_url" not in state.get("nats", {}) or "ingest" not in state:
-                return False
+                return True
             jsz = requests.get(state["nats"]["monitor_url"] + "/jsz?consumers=true", timeout=2)
             durable = os.environ.get("INGEST_DURABLE") or "ingest"
             waiting = [
@@ -591,16 +658,13 @@ class LocalStack:
                 for c in stream.get("consumer_detail", [])
                 if c["name"] == durable
             ]
-            return sum(waiting) > 10  # the replay goes on at its pace: a few may be in flight
+            return sum(waiting) <= 10  # the replay goes on at its pace: a few may be in flight
 
-        for busy in (source_busy, ingest_busy):
-            while time.monotonic() < deadline:
-                try:
-                    if not busy():
-                        break
-                except (requests.RequestException, ValueError, KeyError):
-                    return
-                time.sleep(0.2)
+        for done in (source_done, ingest_done):
+            try:
+                wait_for(done, deadline - time.monotonic(), every=0.2, error=None)
+            except (requests.RequestException, ValueError, KeyError):
+                return
 
     def down(self, only: list[str] | None = None) -> list[str]:
         """Stop the servers recorded in ``stack.json`` (or just those in ``only``).
@@ -641,19 +705,18 @@ class LocalStack:
                 child.kill()
                 child.wait(timeout=5)
             return
-        deadline = time.monotonic() + 15
-        while _process_matches(pid, marker):
-            if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 5
-            time.sleep(0.02)
+
+        def gone() -> bool:
+            return not _process_matches(pid, marker)
+
+        if not wait_for(gone, 15, every=0.02, error=None):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_for(gone, 5, f"{name} (pid {pid}) to stop", every=0.02, error=StackError)
 
     @staticmethod
     def _wait_port_closed(port: int, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while port_open(port) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: not port_open(port), timeout, every=0.02, error=None)
 
     def status(self) -> list[ServiceStatus]:
         """State of each server: running and answering, not answering, stale or stopped."""

@@ -55,7 +55,8 @@ from lab_helpers.ingest import (
 )
 from lab_helpers.lineprotocol import encode_point
 from lab_helpers.stack import SERVERS, LocalStack
-from tests.services import run_app, wait_for
+from lab_helpers.wait import wait_for
+from tests.services import run_app
 
 NOW = pd.Timestamp("2025-01-01", tz="UTC")
 T0 = pd.Timestamp("2024-06-01", tz="UTC")
@@ -919,7 +920,9 @@ def test_a_wrong_password_shows_in_readyz_while_idle(stack, ingest_env):
             resp = requests.get(ingest.url + "/readyz", timeout=5)
             return resp.json().get("problems", {}).get("influxdb", "")
 
-        deadline = time.monotonic() + 15
-        while "rejected" not in (found := influx_problem()) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        def rejected() -> str | None:
+            problem = influx_problem()
+            return problem if "rejected" in problem else None
+
+        found = wait_for(rejected, 15, "/readyz to say InfluxDB rejected the password", every=0.2)
         assert "rejected the credentials" in found

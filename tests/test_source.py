@@ -27,7 +27,8 @@ from nats.js.api import ConsumerConfig
 from lab_helpers import broker, catalogue
 from lab_helpers.replay import KINDS, ReplayConfig, backfill, message_id, records
 from lab_helpers.stack import find_binary, free_port, port_open
-from tests.services import run_app, wait_for
+from lab_helpers.wait import wait_for
+from tests.services import run_app
 
 pytestmark = pytest.mark.integration
 
