@@ -24,6 +24,7 @@ Environment variables
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +208,17 @@ def as_bool(text: str) -> bool:
 
 
 as_bool.__name__ = "a boolean (true/false)"
+
+
+def number(text: str) -> float:
+    """A number (`float`), but never NaN, which every range check would let through."""
+    value = float(text)
+    if math.isnan(value):
+        raise ValueError(text)
+    return value
+
+
+number.__name__ = "a number"
 
 
 def csv_list(text: str) -> tuple[str, ...]:

@@ -7,14 +7,38 @@ image) gives it, plus any extra variables a test sets, and is stopped with SIGTE
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 
 from lab_helpers.stack import AppProcess, LocalStack
+
+SERVICES = Path(__file__).resolve().parent.parent / "services"
+
+
+def service_modules(name: str) -> SimpleNamespace:
+    """The modules of ``services/<name>/`` (``main``, ``settings`` ...), imported the way
+    ``python services/<name>/main.py`` imports them (its folder first on the path), to test
+    their parts in-process. They are not left in ``sys.modules``: every service has a
+    ``settings`` and a ``main`` of its own."""
+    folder = SERVICES / name
+    own = sorted(path.stem for path in folder.glob("*.py"))
+    saved = {module: sys.modules.pop(module) for module in own if module in sys.modules}
+    sys.path.insert(0, str(folder))
+    try:
+        return SimpleNamespace(**{module: importlib.import_module(module) for module in own})
+    finally:
+        sys.path.remove(str(folder))
+        for module in own:
+            sys.modules.pop(module, None)
+        sys.modules.update(saved)
 
 
 class StreamListener(threading.Thread):

@@ -1,4 +1,5 @@
-"""Tests for the ingest worker: lab_helpers.ingest on its own, then the real service.
+"""Tests for the ingest worker: lab_helpers.ingest and the service's worker loop on their
+own, then the real service.
 
 The unit tests feed hand-made JetStream messages to :func:`lab_helpers.ingest.process` and
 check which points and quarantine records come out. The integration tests run
@@ -49,14 +50,16 @@ from lab_helpers.ingest import (
     UNCLEANABLE,
     DuplicateMemory,
     Incoming,
-    IngestStats,
-    IngestWorker,
     process,
 )
 from lab_helpers.lineprotocol import encode_point
 from lab_helpers.stack import SERVERS, LocalStack
 from lab_helpers.wait import wait_for
-from tests.services import run_app
+from tests.services import run_app, service_modules
+
+# The service's own worker loop and its counts (services/ingest/worker.py).
+INGEST = service_modules("ingest")
+IngestStats, IngestWorker = INGEST.worker.IngestStats, INGEST.worker.IngestWorker
 
 NOW = pd.Timestamp("2025-01-01", tz="UTC")
 T0 = pd.Timestamp("2024-06-01", tz="UTC")
