@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -146,6 +147,8 @@ def close_streams_on_signal(hub: TickHub) -> None:
     handler, and then uvicorn's own handler runs as before. Call this during startup, once
     uvicorn has installed its handlers.
     """
+    if threading.current_thread() is not threading.main_thread():
+        return  # an in-process test client: no process signal to catch, none may be set
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
