@@ -35,6 +35,9 @@ MODES = ("local", "cluster")
 # The three InfluxDB identities: admin sets up, ingest only writes, reader only reads.
 ROLES = ("admin", "ingest", "reader")
 DEFAULT_DATABASE = "prices"
+SERVICE_PORTS = {"api": 8000, "source": 8001, "ingest": 8002, "stats": 8003}
+"""The port each service of the lab listens on when `LAB_PORT` does not say otherwise: the
+stack, the images, the manifests and the services' own settings agree on it."""
 
 
 def project_root() -> Path:

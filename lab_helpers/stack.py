@@ -49,7 +49,7 @@ from pathlib import Path
 
 import requests
 
-from .config import ConfigError, Settings, load_settings, project_root
+from .config import SERVICE_PORTS, ConfigError, Settings, load_settings, project_root
 from .errors import StackError, command_line
 from .wait import wait_for
 
@@ -61,7 +61,8 @@ SERVERS = ("influxdb", "nats")
 # A server whose address is set in the environment is used as it is, not started.
 SERVER_ADDRESS = {"influxdb": "LAB_INFLUX_URL", "nats": "LAB_NATS_URL"}
 # The lab's own services, in start order, with their usual port and InfluxDB role.
-APPS = {"ingest": (8002, "ingest"), "api": (8000, "reader"), "source": (8001, None)}
+APPS = {name: (SERVICE_PORTS[name], role) for name, role in
+        (("ingest", "ingest"), ("api", "reader"), ("source", None))}  # fmt: skip
 SERVICES = SERVERS + tuple(APPS)
 # The service that can run as several local processes (`scale_ingest`): its extra replicas are
 # recorded as ingest-2, ingest-3, ... beside the stack's own `ingest`.

@@ -9,10 +9,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lab_helpers.config import ConfigError, Credentials, csv_list, env_value, load_settings, number
+from lab_helpers.config import (
+    SERVICE_PORTS,
+    ConfigError,
+    Credentials,
+    csv_list,
+    env_value,
+    load_settings,
+    number,
+)
 
 SERVICE = "api"
-DEFAULT_PORT = 8000
+DEFAULT_PORT = SERVICE_PORTS[SERVICE]
 ROLE = "reader"
 """Its InfluxDB identity: the read-only user."""
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lab_helpers.config import Credentials, env_value, load_settings, number
+from lab_helpers.config import SERVICE_PORTS, Credentials, env_value, load_settings, number
 from lab_helpers.ingest import DEFAULT_BATCH, DEFAULT_MEMORY
 
 SERVICE = "ingest"
-DEFAULT_PORT = 8002
+DEFAULT_PORT = SERVICE_PORTS[SERVICE]
 DEFAULT_MAX_WAIT = 0.2
 """Seconds a fetch waits for messages (`INGEST_MAX_WAIT`)."""
 DEFAULT_DURABLE = "ingest"

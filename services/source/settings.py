@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from lab_helpers import catalogue, live, replay
 from lab_helpers.config import (
+    SERVICE_PORTS,
     ConfigError,
     as_bool,
     csv_list,
@@ -20,7 +21,7 @@ from lab_helpers.config import (
 from lab_helpers.data import FREQUENCIES
 
 SERVICE = "source"
-DEFAULT_PORT = 8001
+DEFAULT_PORT = SERVICE_PORTS[SERVICE]
 
 
 @dataclass(frozen=True)

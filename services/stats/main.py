@@ -27,9 +27,8 @@ from lab_helpers.service import configure_logging, create_app, serve
 
 # This folder's own modules (Python puts the script's folder first on its path).
 from returns import ApiError, daily_closes, summarize
-from settings import DEFAULT_PORT, Settings, read_settings
+from settings import DEFAULT_PORT, SERVICE, Settings, read_settings
 
-SERVICE = "stats"
 log = logging.getLogger(SERVICE)
 
 
@@ -84,8 +83,8 @@ def build_app(settings: Settings) -> FastAPI:
 
 
 def main() -> None:
-    configure_logging(SERVICE)
     try:
+        configure_logging(SERVICE)
         settings = read_settings()
     except ConfigError as err:
         log.error(str(err))
