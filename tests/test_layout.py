@@ -122,3 +122,11 @@ def test_every_package_a_service_imports_is_pinned_for_its_image():
                 if not dists & pinned:
                     missing.append(f"{where(path, line)}: {module} ({', '.join(dists) or '?'})")
     assert not missing, "not in services/requirements.txt: " + "; ".join(missing)
+
+
+def test_the_package_help_lists_every_module_once():
+    doc = ast.get_docstring(ast.parse((ROOT / "lab_helpers" / "__init__.py").read_text()))
+    listed = re.findall(r"^- `(\w+)`:", doc, re.M)
+    modules = {p.stem for p in (ROOT / "lab_helpers").glob("*.py")} - {"__init__"}
+    modules |= {p.parent.name for p in (ROOT / "lab_helpers").glob("*/__init__.py")}
+    assert sorted(listed) == sorted(modules), set(listed) ^ modules
