@@ -1,7 +1,7 @@
 """What every microservice of the lab shares: logs, health, metrics, errors, start and stop.
 
 Each service (``services/<name>/main.py``) builds its FastAPI app with :func:`create_app`
-and runs it with :func:`serve`. That gives it, the same way in every service:
+and runs it with :func:`run_service`. That gives it, the same way in every service:
 
 - ``GET /healthz``: the process is alive and not stuck (Kubernetes liveness probe); 503 with
   the reason when one of its liveness checks fails, so that Kubernetes restarts it. The
@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,9 +35,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .config import ConfigError, env_value
+from .errors import LabError
 from .stack import PID_HEADER
 
 ReadyCheck = Callable[[], "str | None | Awaitable[str | None]"]
+S = TypeVar("S")
 PID = str(os.getpid())
 
 
@@ -174,6 +177,26 @@ def serve(app: FastAPI, port_variable: str, default_port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+
+
+def run_service(
+    name: str,
+    read_settings: Callable[[], S],
+    build_app: Callable[[S], FastAPI],
+    default_port: int,
+) -> None:
+    """The `main()` of every service: JSON logs (`LOG_LEVEL`), its settings read and its app
+    built, then served on `LAB_PORT` (default `default_port`) until SIGTERM. A `LabError`
+    on the way (a bad setting, a data file that is missing) is one log line and exit code 2,
+    which Kubernetes shows as the container's last words."""
+    try:
+        configure_logging(name)
+        app = build_app(read_settings())
+    except LabError as err:
+        # Before logging is set up (a bad LOG_LEVEL), Python still prints the one line.
+        logging.getLogger(name).error(str(err))
+        raise SystemExit(2) from None
+    serve(app, "LAB_PORT", default_port)
 
 
 def _exit_cleanly(signum, frame) -> None:

@@ -16,25 +16,21 @@ every request (`middleware.py`: metrics, security headers).
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from lab_helpers.config import ConfigError
 from lab_helpers.errors import InfluxError
 from lab_helpers.influx import InfluxDB
-from lab_helpers.service import configure_logging, create_app, serve
+from lab_helpers.service import create_app, run_service
 
 from live import TickHub, close_streams_on_signal
 from metrics import REGISTRY
 from middleware import HttpMetrics
 from routes import EXCEPTION_HANDLERS, hide_validation_errors, router
 from settings import DEFAULT_PORT, SERVICE, Settings, read_settings
-
-log = logging.getLogger(SERVICE)
 
 
 def build_app(settings: Settings) -> FastAPI:
@@ -88,13 +84,7 @@ def build_app(settings: Settings) -> FastAPI:
 
 def main() -> None:
     """Read the settings (exit 2 with one line if one is bad), then serve until SIGTERM."""
-    try:
-        configure_logging(SERVICE)
-        app = build_app(read_settings())
-    except ConfigError as err:
-        log.error(str(err))
-        raise SystemExit(2) from None
-    serve(app, "LAB_PORT", DEFAULT_PORT)
+    run_service(SERVICE, read_settings, build_app, DEFAULT_PORT)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,11 @@ and the process exits with 0.
 from __future__ import annotations
 
 import contextlib
-import logging
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from lab_helpers.config import ConfigError
-from lab_helpers.service import configure_logging, create_app, serve
+from lab_helpers.service import create_app, run_service
 
 from settings import DEFAULT_PORT, SERVICE, Settings, read_settings
 from worker import IngestStats, IngestWorker
@@ -62,14 +60,7 @@ def build_app(settings: Settings) -> FastAPI:
 
 def main() -> None:
     """Read the settings (exit 2 with one line if one is bad), then serve until SIGTERM."""
-    try:
-        configure_logging(SERVICE)
-        settings = read_settings()
-    except ConfigError as err:
-        # Before logging is set up (a bad LOG_LEVEL) this still prints the one line.
-        logging.getLogger(SERVICE).error(str(err))
-        raise SystemExit(2) from None
-    serve(build_app(settings), "LAB_PORT", DEFAULT_PORT)
+    run_service(SERVICE, read_settings, build_app, DEFAULT_PORT)
 
 
 if __name__ == "__main__":

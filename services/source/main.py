@@ -14,25 +14,23 @@ the web app runs, which answers `/latest`, `/latest/{asset}`, `/ticks` and `/sta
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from lab_helpers.config import ConfigError
-from lab_helpers.errors import LabError
-from lab_helpers.service import configure_logging, create_app, serve
+from lab_helpers.service import create_app, run_service
 
 from producer import Producer
 from routes import router
-from settings import DEFAULT_PORT, SERVICE, read_settings
-
-log = logging.getLogger(SERVICE)
+from settings import DEFAULT_PORT, SERVICE, Settings, read_settings
 
 
-def build_app(producer: Producer) -> FastAPI:
-    """The web app: the shared endpoints, the source's own, and the producer's lifetime."""
+def build_app(settings: Settings) -> FastAPI:
+    """The web app: the shared endpoints, the source's own, and the producer's lifetime.
+
+    The producer reads its data (or plans its live endpoints) now: a data set that is
+    missing stops the start-up with one sentence."""
+    producer = Producer(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -53,19 +51,8 @@ def build_app(producer: Producer) -> FastAPI:
 
 
 def main() -> None:
-    """Read the settings and the data (exit 2 with one line if anything is wrong), then
-    serve until SIGTERM."""
-    try:
-        configure_logging(SERVICE)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        raise SystemExit(2) from None
-    try:
-        producer = Producer(read_settings())
-    except LabError as err:  # a bad setting, an unknown data set, a missing data file
-        log.error(str(err))
-        raise SystemExit(2) from None
-    serve(build_app(producer), "LAB_PORT", DEFAULT_PORT)
+    """Read the settings (exit 2 with one line if one is bad), then serve until SIGTERM."""
+    run_service(SERVICE, read_settings, build_app, DEFAULT_PORT)
 
 
 if __name__ == "__main__":
