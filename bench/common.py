@@ -2,7 +2,7 @@
 
 Every benchmark starts its own InfluxDB and NATS (and, when it needs them, the lab's services)
 in a temporary folder on free loopback ports, exactly as the tests do, so it never touches a
-learner's ``.lab/`` and can run next to a running lab.
+learner's `.lab/` and can run next to a running lab.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from lab_helpers.stack import SERVERS, AppProcess, LocalStack, find_binary
 from lab_helpers.wait import wait_for
 
 SIZES = ("full", "quick", "tiny")
-"""``full``: the figures in docs/benchmarks.md; ``quick``: smaller, under 2 minutes in all;
-``tiny``: just enough to run the code and its correctness checks (the test suite)."""
+"""`full`: the figures in docs/benchmarks.md; `quick`: smaller, under 2 minutes in all;
+`tiny`: just enough to run the code and its correctness checks (the test suite)."""
 
 
 # ---------------------------------------------------------------------- results
@@ -36,7 +36,7 @@ SIZES = ("full", "quick", "tiny")
 
 @dataclass
 class Figure:
-    """One measured number, e.g. ``Figure("lab_helpers", 812_000, "points/s")``."""
+    """One measured number, e.g. `Figure("lab_helpers", 812_000, "points/s")`."""
 
     label: str
     value: float | int | str
@@ -46,7 +46,7 @@ class Figure:
 
 @dataclass
 class Target:
-    """A goal: ``measured`` must be ``>=`` (or ``<``) ``required``."""
+    """A goal: `measured` must be `>=` (or `<`) `required`."""
 
     label: str
     measured: float
@@ -153,7 +153,7 @@ def median(values) -> float:
 
 
 def percentile(values, q: float) -> float:
-    """The ``q`` percentile (0-100) by linear interpolation, like ``numpy.percentile``."""
+    """The `q` percentile (0-100) by linear interpolation, like `numpy.percentile`."""
     data = sorted(values)
     if not data:
         return float("nan")
@@ -176,7 +176,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MB (10^6 bytes; ``VmRSS`` of /proc/<pid>/status)."""
+    """Resident memory of a process in MB (10^6 bytes; `VmRSS` of /proc/<pid>/status)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024 / 1e6  # the kernel's "kB" are KiB
@@ -184,7 +184,7 @@ def rss_mb(pid: int) -> float:
 
 
 def wait_idle(pid: int, *, below: float = 0.05, window: float = 0.3, timeout: float = 15.0):
-    """Wait until a server uses less than ``below`` of a core over ``window`` seconds (it
+    """Wait until a server uses less than `below` of a core over `window` seconds (it
     finished compacting or flushing), so it does not slow down the next measurement."""
 
     def idle() -> bool:
@@ -266,7 +266,7 @@ def bench_stack(name: str) -> Iterator[LocalStack]:
 
 
 def server_pid(stack: LocalStack, name: str) -> int:
-    """The pid of a server of the stack (``influxdb`` or ``nats``)."""
+    """The pid of a server of the stack (`influxdb` or `nats`)."""
     return json.loads(stack.state_file.read_text())[name]["pid"]
 
 
@@ -284,8 +284,8 @@ def run_service(
     ready: bool = True,
     timeout: float = 60,
 ) -> Iterator[AppProcess]:
-    """A service for the duration of a ``with``: started, up (``/readyz``, or ``/healthz``
-    with ``ready=False``), and stopped with SIGTERM at the end."""
+    """A service for the duration of a `with`: started, up (`/readyz`, or `/healthz`
+    with `ready=False`), and stopped with SIGTERM at the end."""
     service = start_service(stack, name, env)
     try:
         service.wait_up(ready=ready, timeout=timeout)
@@ -295,6 +295,6 @@ def run_service(
 
 
 def start_service(stack: LocalStack, name: str, env: dict[str, str] | None = None) -> AppProcess:
-    """Start ``services/<name>/main.py`` as the stack (and its container image) runs it, with
-    warnings only in its log, plus ``env``; does not wait (see ``AppProcess.wait_up``)."""
+    """Start `services/<name>/main.py` as the stack (and its container image) runs it, with
+    warnings only in its log, plus `env`; does not wait (see `AppProcess.wait_up`)."""
     return stack.start_app(name, {"LOG_LEVEL": "warning", **(env or {})}, label="bench")

@@ -67,24 +67,24 @@ REJECTED = "rejected by InfluxDB"
 UNCLEANABLE = "cannot be cleaned"
 """A tick that made the cleaner fail: a safety net, so one odd message cannot block a batch."""
 POISON = "poison"
-"""A message delivered ``max_deliver`` times without being acknowledged: not tried again."""
+"""A message delivered `max_deliver` times without being acknowledged: not tried again."""
 QUARANTINE_REASONS = (*DECODE_REASONS, *etl.REASONS, REJECTED, UNCLEANABLE, POISON)
 """Every reason a message can be quarantined for (the decode reasons are
-:data:`lab_helpers.broker.DECODE_REASONS`)."""
+`lab_helpers.broker.DECODE_REASONS`)."""
 
 OPTIONAL_FIELDS = ("volume", "open", "high", "low")
-"""Numeric tick fields stored next to ``price`` when present."""
+"""Numeric tick fields stored next to `price` when present."""
 # The keys of a tick that the cleaner reads; anything else (seq, sent, ...) is kept aside.
 _CLEANED_KEYS = ("time", "asset", "price", "unit", *OPTIONAL_FIELDS)
 _ALWAYS = ("time", "asset", "price")  # the cleaner needs these columns, even all empty
 _POSITION = "_position"  # an extra column that tells which message a clean row came from
 RAW_LIMIT = 1_000
-"""How many characters of a quarantined message are kept in its ``raw`` field."""
+"""How many characters of a quarantined message are kept in its `raw` field."""
 DEFAULT_BATCH = 2_000
 """Messages per fetch: the cleaner's fixed cost per call (~12 ms) is spread over more ticks."""
 DEFAULT_MEMORY = 50_000
 """How many stored ticks a worker remembers to recognise duplicates (~7 MB). JetStream
-already drops a tick published twice within 2 minutes (same ``Nats-Msg-Id``), so this only
+already drops a tick published twice within 2 minutes (same `Nats-Msg-Id`), so this only
 has to catch a tick sent again under a new id: 50,000 ticks are 8 minutes at 100 ticks/s."""
 _UNSAFE_TAG = re.compile(r"[^A-Za-z0-9_.:-]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -97,9 +97,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 class Incoming:
     """One message as the worker sees it: the bytes and what JetStream says about them.
 
-    ``stream_seq`` is the message's position in the stream, ``timestamp_ns`` the time
+    `stream_seq` is the message's position in the stream, `timestamp_ns` the time
     JetStream stored it (nanoseconds since the epoch; the same on every redelivery), and
-    ``num_delivered`` how many times it has been handed out (more than 1: a redelivery).
+    `num_delivered` how many times it has been handed out (more than 1: a redelivery).
     """
 
     data: bytes
@@ -115,14 +115,14 @@ class Incoming:
 
     @property
     def text(self) -> str:
-        """The message as text (undecodable bytes shown as �), cut to :data:`RAW_LIMIT`."""
+        """The message as text (undecodable bytes shown as �), cut to `RAW_LIMIT`."""
         # At most 4 bytes per character: decode only what can end up in the first characters.
         return self.data[: 4 * RAW_LIMIT].decode("utf-8", errors="replace")[:RAW_LIMIT]
 
     @property
     def escaped(self) -> str:
-        """The raw bytes as printable text, cut to :data:`RAW_LIMIT` characters: bytes that
-        are not UTF-8 and control characters as ``\\xNN``, and the size when cut."""
+        """The raw bytes as printable text, cut to `RAW_LIMIT` characters: bytes that
+        are not UTF-8 and control characters as `\\xNN`, and the size when cut."""
         text = self.data[: 4 * RAW_LIMIT].decode("utf-8", errors="backslashreplace")
         text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
         if len(text) <= RAW_LIMIT and len(self.data) <= 4 * RAW_LIMIT:
@@ -132,11 +132,11 @@ class Incoming:
 
 
 def _ack_numbers(reply: str) -> tuple[int, int, int]:
-    """``(times delivered, stream sequence, storage time in ns)`` read from the ack subject.
+    """`(times delivered, stream sequence, storage time in ns)` read from the ack subject.
 
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending>`` (9 tokens), or
+    `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending>` (9 tokens), or
     the newer form with a domain and an account hash in front (11 or 12 tokens). Read here
-    rather than through nats-py's ``metadata``, which rounds the time to µs and costs ~10 µs
+    rather than through nats-py's `metadata`, which rounds the time to µs and costs ~10 µs
     a message, a tenth of what the whole worker spends on one.
     """
     tokens = reply.split(".")
@@ -148,18 +148,18 @@ def _ack_numbers(reply: str) -> tuple[int, int, int]:
 
 
 class DuplicateMemory:
-    """The last ``size`` stored ticks, ``(series, time in ns) -> price``, oldest forgotten
+    """The last `size` stored ticks, `(series, time in ns) -> price`, oldest forgotten
     first. A series is what InfluxDB tells apart: an asset from one source
-    (:attr:`CleanTick.series`, ``("btc", "replay")``).
+    (`CleanTick.series`, `("btc", "replay")`).
 
-    :func:`lab_helpers.etl.clean` finds duplicates within one batch; this memory finds a tick
+    `lab_helpers.etl.clean` finds duplicates within one batch; this memory finds a tick
     sent again in a later batch: the same price is a "duplicate", another price a
-    "conflicting duplicate" (the stored one stays, as in ``clean``). The same *message*
+    "conflicting duplicate" (the stored one stays, as in `clean`). The same *message*
     delivered again (same stream sequence: its ack was lost) is not a duplicate: writing it
-    again is harmless. ``size=0`` turns the memory off.
+    again is harmless. `size=0` turns the memory off.
 
     Compact, because a worker's memory is mostly this (~130 bytes a tick, against ~340 for
-    tuples in an ``OrderedDict``): the key is one int, the time shifted left with a small
+    tuples in an `OrderedDict`): the key is one int, the time shifted left with a small
     number per series in the low bits; the value is a complex number, the most compact pair of
     floats CPython has (32 bytes), holding the price and the stream sequence (exact below 2**53).
     """
@@ -182,14 +182,14 @@ class DuplicateMemory:
         return time_ns << self._ASSET_BITS | ident
 
     def check(self, series: Hashable, time_ns: int, price: float, stream_seq: int) -> str | None:
-        """``None`` if the tick is new (or the same message again), else the reason."""
+        """`None` if the tick is new (or the same message again), else the reason."""
         entry = self._entries.get(self._key(series, time_ns))
         if entry is None or entry.imag == stream_seq:
             return None
         return "duplicate" if entry.real == price else "conflicting duplicate"
 
     def remember(self, series: Hashable, time_ns: int, price: float, stream_seq: int) -> None:
-        """Record a stored tick; forget the oldest ones beyond ``size``."""
+        """Record a stored tick; forget the oldest ones beyond `size`."""
         if not self.size:
             return
         key = self._key(series, time_ns)
@@ -205,7 +205,7 @@ class DuplicateMemory:
 
 @dataclass(frozen=True)
 class CleanTick:
-    """A tick that passed every rule: its ``price`` point and its ``clean.<asset>`` message."""
+    """A tick that passed every rule: its `price` point and its `clean.<asset>` message."""
 
     message: Incoming
     asset: str
@@ -220,16 +220,16 @@ class CleanTick:
 
     @property
     def series(self) -> tuple[str, str]:
-        """``(asset, source)``: the series InfluxDB stores the tick in."""
+        """`(asset, source)`: the series InfluxDB stores the tick in."""
         return self.asset, self.point["tags"]["source"]
 
 
 @dataclass(frozen=True)
 class Quarantined:
-    """A message that was refused, with the ``reason`` and the asset text it named.
+    """A message that was refused, with the `reason` and the asset text it named.
 
-    ``raw`` is what the record keeps of the message: its text (:attr:`Incoming.text`), or
-    for a poison message its bytes escaped (:attr:`Incoming.escaped`).
+    `raw` is what the record keeps of the message: its text (`Incoming.text`), or
+    for a poison message its bytes escaped (`Incoming.escaped`).
     """
 
     message: Incoming
@@ -239,7 +239,7 @@ class Quarantined:
 
     @property
     def point(self) -> dict:
-        """The ``quarantine`` point; its time is the JetStream time, so a redelivered
+        """The `quarantine` point; its time is the JetStream time, so a redelivered
         message maps to the same point."""
         raw = self.message.text if self.raw is None else self.raw
         return {
@@ -252,7 +252,7 @@ class Quarantined:
 
 @dataclass
 class ProcessedBatch:
-    """The outcome of a batch: the clean ``ticks`` and the ``quarantined`` messages.
+    """The outcome of a batch: the clean `ticks` and the `quarantined` messages.
 
     Every message of the batch is in exactly one of the two lists.
     """
@@ -266,7 +266,7 @@ class ProcessedBatch:
         return dict(collections.Counter(q.reason for q in self.quarantined))
 
     def points(self) -> list[dict]:
-        """Every point to write: the ``price`` points, then the ``quarantine`` points."""
+        """Every point to write: the `price` points, then the `quarantine` points."""
         return [t.point for t in self.ticks] + [q.point for q in self.quarantined]
 
 
@@ -276,8 +276,8 @@ def _asset_text(tick: dict | None) -> str:
 
 
 def _storable(text: str) -> str:
-    """Text that can travel as UTF-8: JSON may hold lone surrogates (``"\\ud800"``), which
-    no UTF-8 encoder accepts; they become ``?``."""
+    """Text that can travel as UTF-8: JSON may hold lone surrogates (`"\\ud800"`), which
+    no UTF-8 encoder accepts; they become `?`."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -286,7 +286,7 @@ def _storable(text: str) -> str:
 
 
 def _source_tag(value) -> str:
-    """A safe ``source`` tag: a tag value cannot hold line breaks or end with a backslash,
+    """A safe `source` tag: a tag value cannot hold line breaks or end with a backslash,
     and an odd source is no reason to lose a good price."""
     if not isinstance(value, str):
         return "unknown"
@@ -294,7 +294,7 @@ def _source_tag(value) -> str:
 
 
 def _iso_times(times_ns: np.ndarray) -> list[str]:
-    """``2021-04-14T06:13:00Z`` for each time (``.500000Z`` with microseconds, 9 digits with
+    """`2021-04-14T06:13:00Z` for each time (`.500000Z` with microseconds, 9 digits with
     nanoseconds); formatted by numpy for the whole batch at once."""
     seconds, ns = np.divmod(times_ns.astype("int64"), 1_000_000_000)
     texts = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s").tolist()
@@ -319,13 +319,13 @@ def _frame(ticks: Sequence[dict], positions: Sequence[int]) -> pd.DataFrame:
 
 
 def _refusals(result: etl.CleanResult) -> list[tuple[int, str]]:
-    """``(position, reason)`` of each quarantined row of a cleaner result."""
+    """`(position, reason)` of each quarantined row of a cleaner result."""
     refused = result.quarantine
     return list(zip(refused[_POSITION].tolist(), refused["reason"].tolist()))
 
 
 def _clean(ticks: list[dict], now) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
-    """Clean the ticks together: the clean rows, and ``(position, reason)`` for the others.
+    """Clean the ticks together: the clean rows, and `(position, reason)` for the others.
 
     Should the cleaner ever fail on a batch, the ticks are cleaned one by one and only the
     tick that makes it fail is quarantined: one odd message must not block the stream.
@@ -351,7 +351,7 @@ def _clean(ticks: list[dict], now) -> tuple[pd.DataFrame, list[tuple[int, str]]]
 def _clean_tick(
     message: Incoming, tick: dict, asset: str, time_ns: int, iso: str, price: float, extra: dict
 ):
-    """The ``price`` point and the ``clean.<asset>`` message of one clean tick (its time both
+    """The `price` point and the `clean.<asset>` message of one clean tick (its time both
     in ns and as ISO text)."""
     optional = {name: value for name, value in extra.items() if is_number(value)}
     source = _source_tag(tick.get("source"))
@@ -376,10 +376,10 @@ def process(
 ) -> ProcessedBatch:
     """Decode and clean a batch of messages: what to store, and what to quarantine why.
 
-    ``memory`` recognises ticks already stored by an earlier batch (it is consulted, not filled:
-    call :meth:`DuplicateMemory.remember` once the write succeeded). ``now`` is the
+    `memory` recognises ticks already stored by an earlier batch (it is consulted, not filled:
+    call `DuplicateMemory.remember` once the write succeeded). `now` is the
     reference for "in the future" (default: the current time). A message delivered
-    ``max_deliver`` times or more is quarantined as "poison" without being looked at.
+    `max_deliver` times or more is quarantined as "poison" without being looked at.
 
     Never raises: should anything fail on the batch as a whole, its messages are processed one
     by one, and a message that still fails is quarantined alone ("cannot be cleaned").
@@ -454,7 +454,7 @@ def write_batch(db: InfluxDB, batch: ProcessedBatch) -> ProcessedBatch:
     Lines that InfluxDB refuses (a partial write, e.g. a field type conflict) do not raise:
     their ticks move to the quarantine as "rejected by InfluxDB", written in a second
     request. A point that cannot even be written as a line is quarantined the same way.
-    Raises (:class:`~lab_helpers.errors.InfluxError` ...) when InfluxDB cannot be reached or
+    Raises (`InfluxError` ...) when InfluxDB cannot be reached or
     refuses the whole request: then nothing may be acknowledged.
     """
     points = batch.points()

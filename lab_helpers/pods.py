@@ -1,7 +1,7 @@
 """What runs on the cluster, as a program checks it: are the lab's pods ready, and if not, why;
-how fast a deleted pod comes back. The official ``kubernetes`` client, read-only.
+how fast a deleted pod comes back. The official `kubernetes` client, read-only.
 
-``kubectl get pods`` shows the same to a person; a notebook or a test needs it as data::
+`kubectl get pods` shows the same to a person; a notebook or a test needs it as data:
 
     from lab_helpers import pods
 
@@ -39,7 +39,7 @@ PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrIma
 
 
 def is_ready(pod: V1Pod) -> bool:
-    """True when the pod's ``Ready`` condition is true and it is not being deleted."""
+    """True when the pod's `Ready` condition is true and it is not being deleted."""
     if pod.metadata is not None and pod.metadata.deletion_timestamp is not None:
         return False
     conditions = (pod.status.conditions if pod.status else None) or []
@@ -117,7 +117,7 @@ def wait_until_ready(
     poll: float = 2.0,
 ) -> pd.DataFrame:
     """Wait until every pod of each app (default: the lab's five workloads) is ready and none
-    is terminating; returns :func:`pods`. After ``timeout`` seconds, :class:`ClusterError`
+    is terminating; returns `pods`. After `timeout` seconds, `ClusterError`
     says what is still missing and why (image not pulled, Secret missing, crash loop...)."""
     conn = current()
     namespace = namespace or conn.namespace
@@ -151,7 +151,7 @@ def _time(value: Any) -> datetime | None:
 class PodWatch:
     """The pods of one app at one moment, to follow what happens to them afterwards.
 
-    Made by :func:`watch`. :meth:`replacement` then follows the API server's events from that
+    Made by `watch`. `replacement` then follows the API server's events from that
     moment on (a Kubernetes *watch* from the listing's resource version), so nothing that
     happened in between is missed, however long the cells in between took.
     """
@@ -182,10 +182,10 @@ class PodWatch:
     def replacement(self, timeout: float = 180.0) -> pd.DataFrame:
         """Follow the pods until one that was not there before is ready; the timeline.
 
-        A DataFrame ``seconds, pod, event``: seconds after the delete request, from the API
+        A DataFrame `seconds, pod, event`: seconds after the delete request, from the API
         server's own timestamps (the deleted pod's deletion time minus its grace period; the
-        new pod's creation, scheduling and readiness). ``attrs["recovered_after"]`` is when the
-        new pod became ready. Call it after deleting a pod (``kubectl delete pod NAME``).
+        new pod's creation, scheduling and readiness). `attrs["recovered_after"]` is when the
+        new pod became ready. Call it after deleting a pod (`kubectl delete pod NAME`).
         """
         from kubernetes import watch as k8s_watch
         from kubernetes.client import ApiException, V1Pod
@@ -264,7 +264,7 @@ class PodWatch:
 
 
 def watch(app: str, namespace: str | None = None) -> PodWatch:
-    """Remember the pods of ``app`` now, to follow what happens to them (see :class:`PodWatch`)."""
+    """Remember the pods of `app` now, to follow what happens to them (see `PodWatch`)."""
     conn = current()
     return PodWatch(conn, namespace or conn.namespace, app)
 
@@ -273,8 +273,8 @@ def external_address(namespace: str | None = None, service: str = "api", wait: f
     """The public IP (or host name) of a LoadBalancer Service, e.g. the api on AKS.
 
     Azure needs a minute or three to create the public IP after the Service appears; this
-    waits up to ``wait`` seconds, then says it is still pending (run it again). Then the
-    dashboard is at ``http://<address>/``.
+    waits up to `wait` seconds, then says it is still pending (run it again). Then the
+    dashboard is at `http://<address>/`.
     """
     from kubernetes.client import ApiException
 

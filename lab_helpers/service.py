@@ -1,16 +1,16 @@
 """What every microservice of the lab shares: logs, health, metrics, errors, start and stop.
 
-Each service (``services/<name>/main.py``) builds its FastAPI app with :func:`create_app`
-and runs it with :func:`run_service`. That gives it, the same way in every service:
+Each service (`services/<name>/main.py`) builds its FastAPI app with `create_app`
+and runs it with `run_service`. That gives it, the same way in every service:
 
-- ``GET /healthz``: the process is alive and not stuck (Kubernetes liveness probe); 503 with
+- `GET /healthz`: the process is alive and not stuck (Kubernetes liveness probe); 503 with
   the reason when one of its liveness checks fails, so that Kubernetes restarts it. The
-  header ``Lab-Pid`` names the process, so that whoever started it knows the answer is its
+  header `Lab-Pid` names the process, so that whoever started it knows the answer is its
   own;
-- ``GET /readyz``: its dependencies answer (readiness probe); 503 with the reason if not;
-- ``GET /metrics``: Prometheus text format;
-- structured logs: one JSON object per line on stdout, which ``kubectl logs`` shows;
-- 400 JSON errors for bad parameters (``{"error": "...", "detail": [...]}``);
+- `GET /readyz`: its dependencies answer (readiness probe); 503 with the reason if not;
+- `GET /metrics`: Prometheus text format;
+- structured logs: one JSON object per line on stdout, which `kubectl logs` shows;
+- 400 JSON errors for bad parameters (`{"error": "...", "detail": [...]}`);
 - a graceful stop on SIGTERM: uvicorn stops accepting, finishes requests, then runs the
   app's shutdown (where workers drain and connections close).
 """
@@ -66,7 +66,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(service: str) -> logging.Logger:
-    """Send every log record to stdout as JSON; level from ``LOG_LEVEL`` (default info)."""
+    """Send every log record to stdout as JSON; level from `LOG_LEVEL` (default info)."""
     level = env_value("LOG_LEVEL", "info", str.lower, choices=("debug", "info", "warning", "error"))
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
@@ -79,7 +79,7 @@ def configure_logging(service: str) -> logging.Logger:
 
 
 def log_fields(**fields) -> dict:
-    """``log.info("msg", extra=log_fields(asset="btc"))`` adds fields to the JSON line."""
+    """`log.info("msg", extra=log_fields(asset="btc"))` adds fields to the JSON line."""
     return {"fields": fields}
 
 
@@ -92,11 +92,11 @@ def create_app(
     description: str = "",
     lifespan=None,
 ) -> FastAPI:
-    """A FastAPI app with ``/healthz``, ``/readyz``, ``/metrics`` and 400 JSON errors.
+    """A FastAPI app with `/healthz`, `/readyz`, `/metrics` and 400 JSON errors.
 
-    ``ready_checks`` maps a dependency name to a function returning ``None`` when it is
-    fine, or a short text saying what is wrong; ``/readyz`` runs them all. ``live_checks``
-    (same form) say whether the process itself is stuck; ``/healthz`` runs them. Only a
+    `ready_checks` maps a dependency name to a function returning `None` when it is
+    fine, or a short text saying what is wrong; `/readyz` runs them all. `live_checks`
+    (same form) say whether the process itself is stuck; `/healthz` runs them. Only a
     problem that a restart would cure belongs there: a database that is down is a readiness
     problem, since restarting the service would not bring it back.
     """
@@ -160,8 +160,8 @@ def create_app(
 
 
 def serve(app: FastAPI, port_variable: str, default_port: int) -> None:
-    """Run the app with uvicorn on ``LAB_HOST`` (default 127.0.0.1) and the port read from
-    ``port_variable``. Exits with one line and status 2 on a bad setting."""
+    """Run the app with uvicorn on `LAB_HOST` (default 127.0.0.1) and the port read from
+    `port_variable`. Exits with one line and status 2 on a bad setting."""
     import uvicorn
 
     log = logging.getLogger(app.title)

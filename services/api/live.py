@@ -1,5 +1,5 @@
-"""The live stream: one NATS subscription to ``clean.>``, fanned out to every open
-``/api/stream`` connection as Server-Sent Events."""
+"""The live stream: one NATS subscription to `clean.>`, fanned out to every open
+`/api/stream` connection as Server-Sent Events."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from metrics import STREAM_BAD, STREAM_CLIENTS, STREAM_DROPPED, STREAM_TICKS
 
 @dataclass(eq=False)
 class StreamClient:
-    """One open ``/api/stream`` connection: its asset filter and its bounded queue."""
+    """One open `/api/stream` connection: its asset filter and its bounded queue."""
 
     assets: frozenset[str] | None
     queue: asyncio.Queue
@@ -32,7 +32,7 @@ class StreamClient:
 
 @dataclass(eq=False)
 class TickHub:
-    """One NATS subscription to ``clean.>`` shared by every stream client (fan-out).
+    """One NATS subscription to `clean.>` shared by every stream client (fan-out).
 
     Each client has a bounded queue. A client whose queue is full is too slow: it is
     disconnected (its browser reconnects by itself) instead of holding memory or slowing

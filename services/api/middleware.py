@@ -63,6 +63,6 @@ class HttpMetrics:
 
 
 def route_name(scope) -> str:
-    """The route's path template (``/api/prices/{asset}``): one label value per endpoint."""
+    """The route's path template (`/api/prices/{asset}`): one label value per endpoint."""
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"

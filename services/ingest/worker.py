@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 
 
 class IngestStats:
-    """What the worker did, as Prometheus metrics (on ``registry``) and as a dict for
-    ``GET /stats`` (:meth:`snapshot`). Both are updated together, so they always agree."""
+    """What the worker did, as Prometheus metrics (on `registry`) and as a dict for
+    `GET /stats` (`snapshot`). Both are updated together, so they always agree."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
         registry = registry if registry is not None else CollectorRegistry()
@@ -129,7 +129,7 @@ class IngestStats:
         self._write_errors.inc()
 
     def snapshot(self) -> dict:
-        """The counts as a plain dict (``GET /stats``)."""
+        """The counts as a plain dict (`GET /stats`)."""
         return {
             "received": self.received,
             "stored": self.stored,
@@ -145,16 +145,16 @@ class IngestStats:
 
 
 class IngestWorker:
-    """The fetch -> clean -> write -> ack loop, as an asyncio task (:meth:`start`, :meth:`close`).
+    """The fetch -> clean -> write -> ack loop, as an asyncio task (`start`, `close`).
 
-    ``db`` is the InfluxDB client to write with (the write-only ``ingest`` user). ``batch``
-    messages at most per fetch, which waits up to ``max_wait`` seconds; ``durable`` names the
+    `db` is the InfluxDB client to write with (the write-only `ingest` user). `batch`
+    messages at most per fetch, which waits up to `max_wait` seconds; `durable` names the
     shared consumer; JetStream delivers a message again if it is not acknowledged within
-    ``ack_wait`` seconds. A failed write is tried again after a delay that doubles from
-    ``retry_start`` up to ``retry_max`` seconds, the batch kept in hand. A message delivered
-    ``max_deliver`` times is quarantined as "poison". With messages waiting and none
-    acknowledged for ``stall_after`` seconds (InfluxDB and NATS being fine), the worker is
-    stuck: :meth:`liveness_problem` says so.
+    `ack_wait` seconds. A failed write is tried again after a delay that doubles from
+    `retry_start` up to `retry_max` seconds, the batch kept in hand. A message delivered
+    `max_deliver` times is quarantined as "poison". With messages waiting and none
+    acknowledged for `stall_after` seconds (InfluxDB and NATS being fine), the worker is
+    stuck: `liveness_problem` says so.
     """
 
     PING_EVERY = 2.0  # when idle, check InfluxDB this often, so /readyz stays current
@@ -234,13 +234,13 @@ class IngestWorker:
     def consumer_config(self) -> ConsumerConfig:
         """The durable pull consumer that every replica shares.
 
-        It takes the whole stream, which holds only ``ticks.>``. No ``filter_subject`` on
-        purpose: with the (redundant) filter ``ticks.>``, nats-server 2.9 (Debian's) spins at
+        It takes the whole stream, which holds only `ticks.>`. No `filter_subject` on
+        purpose: with the (redundant) filter `ticks.>`, nats-server 2.9 (Debian's) spins at
         100% CPU as soon as two replicas pull at once, and delivers ~1,000 messages/s instead
-        of ~60,000 (measured with ``bench/streaming.py``).
+        of ~60,000 (measured with `bench/streaming.py`).
 
-        JetStream itself never gives up on a message (``max_deliver=-1``): the worker
-        quarantines it as "poison" at its ``max_deliver``-th delivery, so that it is recorded
+        JetStream itself never gives up on a message (`max_deliver=-1`): the worker
+        quarantines it as "poison" at its `max_deliver`-th delivery, so that it is recorded
         and acknowledged rather than left behind unacknowledged.
         """
         return ConsumerConfig(
@@ -254,7 +254,7 @@ class IngestWorker:
         )
 
     def nats_problem(self) -> str | None:
-        """``None`` when connected to NATS and consuming, else what is wrong."""
+        """`None` when connected to NATS and consuming, else what is wrong."""
         if self._task is not None and self._task.done() and not self._stopping.is_set():
             return "the worker loop has stopped"
         if self._nc is None or not self._nc.is_connected:
@@ -264,16 +264,16 @@ class IngestWorker:
         return None
 
     def influx_problem(self) -> str | None:
-        """``None`` when InfluxDB answered the last write or ping, else the error."""
+        """`None` when InfluxDB answered the last write or ping, else the error."""
         return self._influx_problem
 
     def worker_problem(self) -> str | None:
-        """``None`` unless the last batch failed for a reason other than InfluxDB or NATS."""
+        """`None` unless the last batch failed for a reason other than InfluxDB or NATS."""
         return self._worker_problem
 
     async def liveness_problem(self) -> str | None:
-        """``None`` unless the worker is stuck: messages wait, none was acknowledged for
-        ``stall_after`` seconds, and neither InfluxDB nor NATS explains it (those are
+        """`None` unless the worker is stuck: messages wait, none was acknowledged for
+        `stall_after` seconds, and neither InfluxDB nor NATS explains it (those are
         readiness problems: restarting the worker would not help)."""
         idle = time.monotonic() - self._last_progress
         if idle < self.stall_after:
@@ -312,7 +312,7 @@ class IngestWorker:
     async def close(self, timeout: float = 25.0) -> None:
         """Stop fetching, finish and acknowledge the batch in hand, close NATS.
 
-        Gives up after ``timeout`` seconds (Kubernetes kills a pod 30 s after SIGTERM).
+        Gives up after `timeout` seconds (Kubernetes kills a pod 30 s after SIGTERM).
         """
         self._stopping.set()
         task = self._task
@@ -328,7 +328,7 @@ class IngestWorker:
 
     # -- the loop --------------------------------------------------------------------------
     async def run(self) -> None:
-        """Fetch and handle batches until :meth:`close`; errors are logged, never fatal."""
+        """Fetch and handle batches until `close`; errors are logged, never fatal."""
         try:
             while not self._stopping.is_set():
                 try:
@@ -419,8 +419,8 @@ class IngestWorker:
         return True
 
     async def _write(self, msgs: list, batch: ingest.ProcessedBatch):
-        """Write the batch, trying again while InfluxDB fails; ``(stored batch, seconds of
-        the successful write)``, or ``None`` if the worker is stopping (the batch is then
+        """Write the batch, trying again while InfluxDB fails; `(stored batch, seconds of
+        the successful write)`, or `None` if the worker is stopping (the batch is then
         nak-ed: JetStream delivers it again later)."""
         keeper = asyncio.create_task(self._keep_in_progress(msgs))
         try:
@@ -447,7 +447,7 @@ class IngestWorker:
 
     async def _keep_in_progress(self, msgs: list) -> None:
         """While a batch is being written (or waits for InfluxDB), tell JetStream every third
-        of ``ack_wait`` that it is still in progress: it is neither handed to another worker
+        of `ack_wait` that it is still in progress: it is neither handed to another worker
         nor counted as delivered again."""
         while True:
             await asyncio.sleep(self.ack_wait / 3)
@@ -465,7 +465,7 @@ class IngestWorker:
         log.warning("writing to InfluxDB failed, the batch will be tried again: %s", err)
 
     async def _answer(self, msgs: list, how: str, delay: float | None = None) -> None:
-        """Ack or nak every message; if NATS is gone they come back after ``ack_wait``."""
+        """Ack or nak every message; if NATS is gone they come back after `ack_wait`."""
         try:
             for msg in msgs:
                 await (msg.ack() if how == "ack" else msg.nak(delay=delay))
@@ -473,7 +473,7 @@ class IngestWorker:
             log.warning("could not %s the batch (it will be delivered again): %s", how, err)
 
     async def _publish(self, ticks: list[ingest.CleanTick]) -> None:
-        """Push the stored ticks on ``clean.<asset>``; best effort, the points are safe."""
+        """Push the stored ticks on `clean.<asset>`; best effort, the points are safe."""
         try:
             for tick in ticks:
                 await self._nc.publish(tick.subject, encode(tick.payload))
@@ -492,7 +492,7 @@ class IngestWorker:
             self._influx_problem = None
 
     def _next_delay(self) -> float:
-        """The next pause: doubles from ``retry_start`` up to ``retry_max`` (reset by success)."""
+        """The next pause: doubles from `retry_start` up to `retry_max` (reset by success)."""
         self._delay = min(self.retry_max, self._delay * 2 if self._delay else self.retry_start)
         return self._delay
 
@@ -507,8 +507,8 @@ class IngestWorker:
         """On stop: handle what the last fetch left in the client's buffer.
 
         A fetch that returns early leaves its pull request open on the server until it
-        expires (``max_wait``); messages arriving meanwhile wait in the client. Handling them
-        now spares them a redelivery after ``ack_wait``.
+        expires (`max_wait`); messages arriving meanwhile wait in the client. Handling them
+        now spares them a redelivery after `ack_wait`.
         """
         if self._sub is None:
             return

@@ -48,7 +48,7 @@ log = logging.getLogger(SERVICE)
 
 
 def strict_json(value):
-    """``value`` with NaN and infinities as ``None``: HTTP answers are strict JSON."""
+    """`value` with NaN and infinities as `None`: HTTP answers are strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -146,8 +146,8 @@ class Producer:
     async def stop(self, task: asyncio.Task) -> None:
         """Stop producing and close the NATS connection (on SIGTERM), within seconds.
 
-        A cancellation can be lost in Python 3.11 (``asyncio.wait_for`` swallows one that
-        meets a result), so the producer also checks :attr:`stopping` between ticks and
+        A cancellation can be lost in Python 3.11 (`asyncio.wait_for` swallows one that
+        meets a result), so the producer also checks `stopping` between ticks and
         between retries, and the cancellation is repeated until the task has ended.
         """
         self.stopping = True
@@ -185,7 +185,7 @@ class Producer:
                 await asyncio.sleep(min(MAX_RETRY_WAIT, 0.2 * 2**attempt))
 
     def ready_problem(self) -> str | None:
-        """For ``/readyz``: what is wrong, or ``None``."""
+        """For `/readyz`: what is wrong, or `None`."""
         if self.state == "failed":
             return "the producer stopped on an error: see the log"
         if self.nc is None or not self.nc.is_connected:
@@ -200,7 +200,7 @@ class Producer:
         """Send the history that comes before the replay, as fast as JetStream takes it.
 
         What an earlier run already sent is skipped: the last message on each asset's
-        history subject (``ticks.<asset>.history``) says how far it got.
+        history subject (`ticks.<asset>.history`) says how far it got.
         """
         sent = {}
         for asset in catalogue.load():
@@ -266,13 +266,13 @@ class Producer:
 
     async def _publish(self, kind: str, tick: dict) -> None:
         """Publish one tick and wait for JetStream's acknowledgement (see
-        :meth:`_publish_many`)."""
+        `_publish_many`)."""
         await self._publish_many([(kind, tick)])
 
     async def _publish_many(self, pairs: list[tuple[str, dict]]) -> None:
         """Publish ticks one after the other without waiting in between, then wait for every
         acknowledgement. What was not acknowledged is published again after a pause, with
-        the same ``Nats-Msg-Id``, so JetStream never stores a tick twice."""
+        the same `Nats-Msg-Id`, so JetStream never stores a tick twice."""
         acked: list = [None] * len(pairs)
         bodies: list[dict] = [{}] * len(pairs)
         for attempt in itertools.count(1):
@@ -343,11 +343,11 @@ class Producer:
 
     # -- what the HTTP endpoints show -------------------------------------------------------
     def ticks_after(self, after: int, limit: int) -> dict:
-        """Up to ``limit`` ticks with ``seq > after``, oldest first, from the ring buffer.
+        """Up to `limit` ticks with `seq > after`, oldest first, from the ring buffer.
 
-        ``next_after`` is the ``after`` of the next poll; ``missed`` counts the ticks after
-        ``after`` that already left the buffer; ``last_seq`` lower than ``after`` means the
-        source restarted (its ``seq`` starts again from 0).
+        `next_after` is the `after` of the next poll; `missed` counts the ticks after
+        `after` that already left the buffer; `last_seq` lower than `after` means the
+        source restarted (its `seq` starts again from 0).
         """
         if not self.buffer:
             return {

@@ -42,7 +42,7 @@ class Settings:
     live_endpoints: tuple[live.Endpoint, ...]
 
     def describe(self) -> dict:
-        """The settings that matter in this mode, for ``/stats``."""
+        """The settings that matter in this mode, for `/stats`."""
         common = {"mode": self.mode, "limit": self.limit, "buffer": self.buffer}
         if self.mode == "live":
             return common | {
@@ -67,7 +67,7 @@ class Settings:
 
 
 def _assets(name: str, text_default: str, env) -> tuple[str, ...]:
-    """A comma-separated list of asset names in ``name``, as the lab's names."""
+    """A comma-separated list of asset names in `name`, as the lab's names."""
     names = env_value(name, csv_list(text_default), csv_list, env=env)
     known = catalogue.load()
     assets = []

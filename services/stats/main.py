@@ -1,6 +1,6 @@
 """The stats service: statistics of the daily returns of an asset, computed from the api.
 
-Run it from the repository root (configuration comes only from environment variables)::
+Run it from the repository root (configuration comes only from environment variables):
 
     python services/stats/main.py
 

@@ -1,6 +1,6 @@
 """The stats service's settings, read once from environment variables.
 
-The same names in every service: :class:`Settings` and :func:`read_settings`.
+The same names in every service: `Settings` and `read_settings`.
 """
 
 from __future__ import annotations
