@@ -1,4 +1,4 @@
-"""``python -m bench``: see :mod:`bench.run`."""
+"""`python -m bench`: see `bench.run`."""
 
 import sys
 

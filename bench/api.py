@@ -1,12 +1,12 @@
 """Benchmark 4, the api under load: REST range queries and live-stream fan-out.
 
-**Range queries.** The api (``services/api/main.py``, as the read-only user) serves a year of
+**Range queries.** The api (`services/api/main.py`, as the read-only user) serves a year of
 one-minute BTC prices (525,600 points). 20 clients, each with one connection, ask again and
-again for a downsampled range (``/api/prices/btc?start=...&end=...&every=...&agg=...``, a
+again for a downsampled range (`/api/prices/btc?start=...&end=...&every=...&agg=...`, a
 random window of 1 to 30 days, buckets of 5 minutes to 1 day) for 30 seconds: latency p50
 and p99, requests per second, and errors (anything but a 200 with points).
 
-**Live fan-out.** 50 clients hold ``/api/stream`` open; the real source sends a burst of
+**Live fan-out.** 50 clients hold `/api/stream` open; the real source sends a burst of
 ticks through ingest; every client must receive every tick.
 
 Target: zero errors; every stream client receives every tick of the burst.
@@ -55,7 +55,7 @@ def minute_prices(points: int, start: str = "2023-01-01") -> pd.DataFrame:
 
 
 async def query_load(url: str, clients: int, seconds: float, first, last) -> dict:
-    """``clients`` concurrent clients asking for random downsampled ranges for ``seconds``."""
+    """`clients` concurrent clients asking for random downsampled ranges for `seconds`."""
     latencies: list[float] = []
     errors: list[str] = []
     span_minutes = int((last - first) / pd.Timedelta("1min"))
@@ -95,8 +95,8 @@ async def query_load(url: str, clients: int, seconds: float, first, last) -> dic
 
 
 async def stream_clients(url: str, clients: int, expected: int, start_burst, timeout: float):
-    """``clients`` open ``/api/stream``; once all are connected ``start_burst()`` runs (in a
-    thread); each collects the ``seq`` of the ticks it receives until it has ``expected``."""
+    """`clients` open `/api/stream`; once all are connected `start_burst()` runs (in a
+    thread); each collects the `seq` of the ticks it receives until it has `expected`."""
     received: list[list[int]] = [[] for _ in range(clients)]
     moments: list[float] = []  # when each event arrived
     connected = 0

@@ -2,11 +2,11 @@
 
 Three ways, side by side on the same server, each into a fresh database, median of 3 runs:
 
-- **lab_helpers**: ``InfluxDB.write(frame, "price", tags=["asset"], time="time")``, building
+- **lab_helpers**: `InfluxDB.write(frame, "price", tags=["asset"], time="time")`, building
   its line protocol from the DataFrame inside the timing;
 - **raw limit**: the same line protocol, built beforehand, POSTed in 50,000-line batches with
-  ``requests`` by one writer: what the server takes when the client costs nothing;
-- **2018 way**: the ``influxdb`` package's ``InfluxDBClient.write_points`` with a list of
+  `requests` by one writer: what the server takes when the client costs nothing;
+- **2018 way**: the `influxdb` package's `InfluxDBClient.write_points` with a list of
   dicts in batches of 1,000, as the 2018 workshop did (building the dicts is timed too; times
   are given as integer milliseconds, its fastest form).
 
@@ -51,7 +51,7 @@ OLD_BATCH = 1_000
 
 
 def price_frame(points: int, assets=ASSETS, seed: int = 2018) -> pd.DataFrame:
-    """``points`` rows spread over ``assets``: columns time (UTC, ms), asset, price."""
+    """`points` rows spread over `assets`: columns time (UTC, ms), asset, price."""
     rng = np.random.default_rng(seed)
     per_asset = points // len(assets)
     times = pd.Timestamp("2021-03-15", tz="UTC") + pd.to_timedelta(

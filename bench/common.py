@@ -2,7 +2,7 @@
 
 Every benchmark starts its own InfluxDB and NATS (and, when it needs them, the lab's services)
 in a temporary folder on free loopback ports, exactly as the tests do, so it never touches a
-learner's ``.lab/`` and can run next to a running lab.
+learner's `.lab/` and can run next to a running lab.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -23,14 +22,13 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import requests
-
 from lab_helpers.influx import InfluxDB
-from lab_helpers.stack import SERVERS, LocalStack, find_binary, free_port
+from lab_helpers.stack import SERVERS, AppProcess, LocalStack, find_binary
+from lab_helpers.wait import wait_for
 
 SIZES = ("full", "quick", "tiny")
-"""``full``: the figures in docs/benchmarks.md; ``quick``: smaller, under 2 minutes in all;
-``tiny``: just enough to run the code and its correctness checks (the test suite)."""
+"""`full`: the figures in docs/benchmarks.md; `quick`: smaller, under 2 minutes in all;
+`tiny`: just enough to run the code and its correctness checks (the test suite)."""
 
 
 # ---------------------------------------------------------------------- results
@@ -38,7 +36,7 @@ SIZES = ("full", "quick", "tiny")
 
 @dataclass
 class Figure:
-    """One measured number, e.g. ``Figure("lab_helpers", 812_000, "points/s")``."""
+    """One measured number, e.g. `Figure("lab_helpers", 812_000, "points/s")`."""
 
     label: str
     value: float | int | str
@@ -48,7 +46,7 @@ class Figure:
 
 @dataclass
 class Target:
-    """A goal: ``measured`` must be ``>=`` (or ``<``) ``required``."""
+    """A goal: `measured` must be `>=` (or `<`) `required`."""
 
     label: str
     measured: float
@@ -155,7 +153,7 @@ def median(values) -> float:
 
 
 def percentile(values, q: float) -> float:
-    """The ``q`` percentile (0-100) by linear interpolation, like ``numpy.percentile``."""
+    """The `q` percentile (0-100) by linear interpolation, like `numpy.percentile`."""
     data = sorted(values)
     if not data:
         return float("nan")
@@ -178,7 +176,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MB (10^6 bytes; ``VmRSS`` of /proc/<pid>/status)."""
+    """Resident memory of a process in MB (10^6 bytes; `VmRSS` of /proc/<pid>/status)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024 / 1e6  # the kernel's "kB" are KiB
@@ -186,26 +184,15 @@ def rss_mb(pid: int) -> float:
 
 
 def wait_idle(pid: int, *, below: float = 0.05, window: float = 0.3, timeout: float = 15.0):
-    """Wait until a server uses less than ``below`` of a core over ``window`` seconds (it
+    """Wait until a server uses less than `below` of a core over `window` seconds (it
     finished compacting or flushing), so it does not slow down the next measurement."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def idle() -> bool:
         before = cpu_seconds(pid)
         time.sleep(window)
-        if cpu_seconds(pid) - before < below * window:
-            return
+        return cpu_seconds(pid) - before < below * window
 
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.05):
-    """Poll ``predicate`` until it returns something true; raise after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
+    wait_for(idle, timeout, every=0, error=None)
 
 
 # ---------------------------------------------------------------------- the machine
@@ -279,70 +266,13 @@ def bench_stack(name: str) -> Iterator[LocalStack]:
 
 
 def server_pid(stack: LocalStack, name: str) -> int:
-    """The pid of a server of the stack (``influxdb`` or ``nats``)."""
+    """The pid of a server of the stack (`influxdb` or `nats`)."""
     return json.loads(stack.state_file.read_text())[name]["pid"]
 
 
 def admin(stack: LocalStack, database: str | None = None) -> InfluxDB:
     """An admin client of the stack's InfluxDB."""
     return InfluxDB.connect("admin", settings=stack.settings, database=database)
-
-
-@dataclass
-class Service:
-    """One of the lab's services running as a process of its own."""
-
-    name: str
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stats(self) -> dict:
-        return requests.get(self.url + "/stats", timeout=10).json()
-
-    def wait_up(self, *, ready: bool = True, timeout: float = 60) -> None:
-        """Wait until it answers ``/readyz`` (or ``/healthz``); raise if it exits."""
-        probe = self.url + ("/readyz" if ready else "/healthz")
-
-        def up() -> bool:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.process.returncode}: "
-                    f"{self.log.read_text(errors='replace')[-2000:]}"
-                )
-            with contextlib.suppress(requests.RequestException):
-                return requests.get(probe, timeout=1).status_code == 200
-            return False
-
-        wait_for(up, timeout, f"{self.name} to answer {probe}")
-
-    def stop(self, timeout: float = 20) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                return self.process.wait()
-        return self.process.returncode
-
-
-def start_service(stack: LocalStack, name: str, env: dict[str, str] | None = None) -> Service:
-    """Start ``services/<name>/main.py`` with the command and environment the stack (and its
-    container image) gives it, plus ``env``; does not wait (see :meth:`Service.wait_up`)."""
-    port = free_port()
-    full_env = {**os.environ, **stack.app_env(name, port), "LOG_LEVEL": "warning", **(env or {})}
-    log = stack.lab_dir / "logs" / f"bench-{name}-{port}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            stack.app_command(name), env=full_env, stdout=out, stderr=subprocess.STDOUT
-        )
-    return Service(name, f"http://127.0.0.1:{port}", proc, log)
 
 
 @contextlib.contextmanager
@@ -353,12 +283,18 @@ def run_service(
     *,
     ready: bool = True,
     timeout: float = 60,
-) -> Iterator[Service]:
-    """A service for the duration of a ``with``: started, up (``/readyz``, or ``/healthz``
-    with ``ready=False``), and stopped with SIGTERM at the end."""
+) -> Iterator[AppProcess]:
+    """A service for the duration of a `with`: started, up (`/readyz`, or `/healthz`
+    with `ready=False`), and stopped with SIGTERM at the end."""
     service = start_service(stack, name, env)
     try:
         service.wait_up(ready=ready, timeout=timeout)
         yield service
     finally:
         service.stop()
+
+
+def start_service(stack: LocalStack, name: str, env: dict[str, str] | None = None) -> AppProcess:
+    """Start `services/<name>/main.py` as the stack (and its container image) runs it, with
+    warnings only in its log, plus `env`; does not wait (see `AppProcess.wait_up`)."""
+    return stack.start_app(name, {"LOG_LEVEL": "warning", **(env or {})}, label="bench")

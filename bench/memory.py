@@ -1,7 +1,7 @@
 """Benchmark 5, memory: the resident size of one ingest worker as ticks stream through it.
 
-One ingest worker (``services/ingest/main.py``) consumes ticks while they are published in
-the source's wire format; its resident memory (``VmRSS`` in ``/proc/<pid>/status``) is read
+One ingest worker (`services/ingest/main.py`) consumes ticks while they are published in
+the source's wire format; its resident memory (`VmRSS` in `/proc/<pid>/status`) is read
 once it has stored 100,000 ticks and again after 1,000,000. A reading in between, once the
 worker's duplicate memory is full (after twice as many ticks as it holds), tells a bounded
 cache filling up from a leak: after it, the size must stay flat.
@@ -17,8 +17,9 @@ import threading
 import time
 
 from lab_helpers.ingest import DEFAULT_BATCH, DEFAULT_MEMORY
+from lab_helpers.wait import wait_for
 
-from .common import Result, admin, bench_stack, rss_mb, run_service, wait_for
+from .common import Result, admin, bench_stack, rss_mb, run_service
 from .streaming import ASSETS, publish, synthetic_ticks, wire
 
 NAME = "memory"

@@ -1,11 +1,11 @@
 """Benchmark 6, notebooks: the wall time of each notebook run headless, and of the suite.
 
-Each ``notebooks/NN_*.ipynb`` that exists when the benchmark runs is executed with papermill
-(:func:`lab_helpers.workbook.run_notebook`, a fresh ``python3`` kernel) in local mode, against
-a stack of its own: the kernel inherits ``LAB_DIR`` pointing at a temporary folder, so the
-notebooks start and use that stack, never the learner's ``.lab/``. The services a notebook
+Each `notebooks/NN_*.ipynb` that exists when the benchmark runs is executed with papermill
+(`lab_helpers.workbook.run_notebook`, a fresh `python3` kernel) in local mode, against
+a stack of its own: the kernel inherits `LAB_DIR` pointing at a temporary folder, so the
+notebooks start and use that stack, never the learner's `.lab/`. The services a notebook
 starts are stopped after it, so every notebook starts from the same state (as in the tests).
-Outputs go to ``build/bench/notebooks/``.
+Outputs go to `build/bench/notebooks/`.
 
 Targets: each notebook under 60 s, the whole suite under 5 minutes.
 """

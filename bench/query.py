@@ -2,13 +2,13 @@
 
 Three ways, side by side on the same server and data (median of 5 runs each, in turns):
 
-- **lab_helpers**: ``InfluxDB.query("SELECT price FROM price WHERE asset = $asset", ...)``,
+- **lab_helpers**: `InfluxDB.query("SELECT price FROM price WHERE asset = $asset", ...)`,
   a DataFrame with a UTC DatetimeIndex and float64 prices;
-- **raw CSV read**: the same query POSTed with ``requests`` asking for CSV without gzip, read
-  with ``pandas.read_csv`` (no index, no time conversion): the floor;
-- **2018 way**: the ``influxdb`` package's ``InfluxDBClient.query`` (JSON) and
-  ``pandas.DataFrame(list(result.get_points()))`` with the time as the index, as a 2018 user
-  did (its ``DataFrameClient`` is broken with pandas 3: it shifts every time to 1970).
+- **raw CSV read**: the same query POSTed with `requests` asking for CSV without gzip, read
+  with `pandas.read_csv` (no index, no time conversion): the floor;
+- **2018 way**: the `influxdb` package's `InfluxDBClient.query` (JSON) and
+  `pandas.DataFrame(list(result.get_points()))` with the time as the index, as a 2018 user
+  did (its `DataFrameClient` is broken with pandas 3: it shifts every time to 1970).
 
 The three results are compared value by value and time by time.
 Target: lab_helpers within 1.2x of the raw CSV read.

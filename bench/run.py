@@ -1,14 +1,14 @@
 """Run the benchmarks and write their report.
 
-Command line (from the repository root)::
+Command line (from the repository root):
 
     python -m bench                      # all six: docs/benchmarks.md, docs/benchmarks.json
     python -m bench --quick              # smaller sizes, under 2 minutes; build/bench only
     python -m bench --only bulk_load --only query
 
-Every run writes ``build/bench/results.json``. A full run of all six benchmarks also writes
-``docs/benchmarks.md`` (a table per benchmark, the targets met or not, and the machine) and
-``docs/benchmarks.json`` (a copy of the results). A missed target never fails the run (speed
+Every run writes `build/bench/results.json`. A full run of all six benchmarks also writes
+`docs/benchmarks.md` (a table per benchmark, the targets met or not, and the machine) and
+`docs/benchmarks.json` (a copy of the results). A missed target never fails the run (speed
 depends on the machine); a failed correctness check or a benchmark that crashed does (exit 1).
 """
 
@@ -32,7 +32,7 @@ BENCHMARKS = ("bulk_load", "query", "streaming", "api", "memory", "notebooks")
 
 
 def run_all(names: list[str], size: str) -> dict:
-    """Run the benchmarks ``names`` at ``size``; returns the results as a dict (JSON-ready)."""
+    """Run the benchmarks `names` at `size`; returns the results as a dict (JSON-ready)."""
     machine = machine_info()
     started = time.perf_counter()
     results = []

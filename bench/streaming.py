@@ -1,17 +1,17 @@
 """Benchmark 3, streaming: source -> NATS JetStream -> ingest -> InfluxDB, with real processes.
 
-**Throughput.** A backlog of ticks waits in the stream ``TICKS`` (published beforehand in the
-source's exact wire format: subject ``ticks.<asset>``, JSON body with ``seq`` and ``sent``,
-``Nats-Msg-Id`` and ``Source-Kind`` headers; unique times, so every tick is stored). Then 1,
-and in a second fresh stack 2, ingest workers (``services/ingest/main.py``, started as the stack
+**Throughput.** A backlog of ticks waits in the stream `TICKS` (published beforehand in the
+source's exact wire format: subject `ticks.<asset>`, JSON body with `seq` and `sent`,
+`Nats-Msg-Id` and `Source-Kind` headers; unique times, so every tick is stored). Then 1,
+and in a second fresh stack 2, ingest workers (`services/ingest/main.py`, started as the stack
 starts them) drain it. Their rate is ticks stored per second while every worker is busy (from
-their ``/stats``), and all must end up in InfluxDB. The reference is the broker's own rate,
-measured in the same run on the same server: ``publish_async`` of the same messages, then a
-pull consumer doing ``fetch(1000)`` + ``ack()`` over the backlog (what a worker does, minus
+their `/stats`), and all must end up in InfluxDB. The reference is the broker's own rate,
+measured in the same run on the same server: `publish_async` of the same messages, then a
+pull consumer doing `fetch(1000)` + `ack()` over the backlog (what a worker does, minus
 the work).
 
 **Latency.** The real source publishes 100 ticks per second; one ingest worker and the api
-run. For every tick: publish (its ``sent`` time) -> queryable in InfluxDB (a poller queries
+run. For every tick: publish (its `sent` time) -> queryable in InfluxDB (a poller queries
 for new points every ~10 ms) and publish -> received on the api's live SSE stream.
 
 Targets: one worker >= 0.5x the broker's consume rate; two workers faster than one; at 100
@@ -35,6 +35,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from lab_helpers import broker, replay
 from lab_helpers.ingest import DEFAULT_BATCH
+from lab_helpers.wait import wait_for
 
 from .common import (
     Result,
@@ -46,7 +47,6 @@ from .common import (
     run_service,
     server_pid,
     start_service,
-    wait_for,
 )
 
 NAME = "streaming"
@@ -62,7 +62,7 @@ START_PRICES = {"btc": 60_000.0, "eth": 2_000.0, "sol": 20.0, "xrp": 0.5, "ltc":
 
 
 def synthetic_ticks(n: int, start: str = "2020-01-01", seed: int = 1) -> Iterator[dict]:
-    """``n`` valid ticks as the source sends them: assets in turn, one minute apart per asset,
+    """`n` valid ticks as the source sends them: assets in turn, one minute apart per asset,
     prices a random walk in cents. Every (asset, time) is unique, so every tick is stored."""
     rng = np.random.default_rng(seed)
     t0 = pd.Timestamp(start, tz="UTC").value // 10**9
@@ -93,9 +93,9 @@ def wire(tick: dict) -> tuple[str, bytes, dict]:
 async def publish(
     nats_url: str, messages: Iterable[tuple[str, bytes, dict]], *, prefix: str | None = None
 ) -> tuple[int, float]:
-    """Publish with ``publish_async`` and wait for every acknowledgement; (count, seconds).
+    """Publish with `publish_async` and wait for every acknowledgement; (count, seconds).
 
-    ``prefix`` replaces the subject's first token (another stream's subjects)."""
+    `prefix` replaces the subject's first token (another stream's subjects)."""
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
@@ -113,8 +113,8 @@ async def publish(
 
 
 async def broker_rates(nats_url: str, messages: list[tuple[str, bytes, dict]]) -> dict:
-    """The broker's own rates on a stream of its own (``BENCH``): publish, then drain with a
-    pull consumer (``fetch(1000)`` + ``ack()``) configured like the ingest workers'."""
+    """The broker's own rates on a stream of its own (`BENCH`): publish, then drain with a
+    pull consumer (`fetch(1000)` + `ack()`) configured like the ingest workers'."""
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
@@ -147,8 +147,8 @@ async def broker_rates(nats_url: str, messages: list[tuple[str, bytes, dict]]) -
 
 
 def drain_rate(stack, workers: int, n: int, result: Result, env: dict | None = None) -> float:
-    """Start ``workers`` ingest processes on a backlog of ``n`` ticks; ticks stored per second
-    while all of them are busy. ``env``: extra environment variables of the workers."""
+    """Start `workers` ingest processes on a backlog of `n` ticks; ticks stored per second
+    while all of them are busy. `env`: extra environment variables of the workers."""
     influxd = server_pid(stack, "influxdb")
     count, seconds = asyncio.run(publish(stack.settings.nats_url, map(wire, synthetic_ticks(n))))
     result.figure(f"{workers} worker(s): backlog published", count / seconds, "ticks/s")
@@ -209,7 +209,7 @@ def drain_rate(stack, workers: int, n: int, result: Result, env: dict | None = N
 
 
 def worker_profile(stack, n: int) -> tuple[dict[str, float], str]:
-    """Where an ingest worker's CPU goes: its stages run in this process on ``n`` ticks, in
+    """Where an ingest worker's CPU goes: its stages run in this process on `n` ticks, in
     batches of the worker's default size, writing to the stack's InfluxDB as the ingest user.
 
     Returns microseconds of CPU per tick for each stage, and a pyinstrument profile (the
@@ -287,7 +287,7 @@ class SseListener(threading.Thread):
 
 
 class InfluxPoller(threading.Thread):
-    """Asks InfluxDB for new points every ``every`` seconds; records when each time showed."""
+    """Asks InfluxDB for new points every `every` seconds; records when each time showed."""
 
     def __init__(self, db, every: float = 0.01):
         super().__init__(daemon=True)
@@ -365,7 +365,7 @@ def latencies(stack, n: int, result: Result, env: dict | None = None, label: str
 
 
 def source_ticks(url: str) -> list[dict]:
-    """Every tick the source published (from its ``/ticks`` buffer), with ``sent``."""
+    """Every tick the source published (from its `/ticks` buffer), with `sent`."""
     ticks, after = [], -1
     while True:
         page = requests.get(url + "/ticks", params={"after": after, "limit": 1000}, timeout=10)

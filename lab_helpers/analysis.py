@@ -1,11 +1,11 @@
 """Helpers of the time-series notebook (04): the stored history, honest charts, calendars.
 
-- :func:`ensure_daily_history`: the daily history is in InfluxDB (loaded once if missing);
-- :func:`day_labels`: one label per trading day for UTC instants;
-- :func:`series_label`, :func:`weekly`, :func:`note_ends`: charts that draw each series
+- `ensure_daily_history`: the daily history is in InfluxDB (loaded once if missing);
+- `day_labels`: one label per trading day for UTC instants;
+- `series_label`, `weekly`, `note_ends`: charts that draw each series
   only where it has data, say when series end at different dates, and name their source;
-- :func:`observations_per_year`: the number that annualises a series' volatility;
-- :func:`alignment`: the four ways of putting a 7-day and a 5-day calendar side by side.
+- `observations_per_year`: the number that annualises a series' volatility;
+- `alignment`: the four ways of putting a 7-day and a 5-day calendar side by side.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ two that reach furthest (the London fixes of the metals end in 2020)."""
 
 
 def daily_dataset(asset: str) -> data.Dataset:
-    """The daily data set of ``asset`` that the notebook uses (spot or futures)."""
+    """The daily data set of `asset` that the notebook uses (spot or futures)."""
     (found,) = [
         d
         for d in data.DATASETS.values()
@@ -35,9 +35,9 @@ def daily_dataset(asset: str) -> data.Dataset:
 
 
 def ensure_daily_history(measurement: str) -> dict[tuple[str, str], int]:
-    """Make sure every bundled daily data set is stored in full in ``measurement``: count
-    the stored points per (asset, source) as the read-only ``reader``, and load what is
-    missing as ``admin``, cleaned as notebook 03 does (a point is identified by its tags and
+    """Make sure every bundled daily data set is stored in full in `measurement`: count
+    the stored points per (asset, source) as the read-only `reader`, and load what is
+    missing as `admin`, cleaned as notebook 03 does (a point is identified by its tags and
     time, so loading twice is harmless). Prints one line; returns the stored counts."""
     reader = InfluxDB.connect("reader")
 
@@ -70,20 +70,20 @@ def ensure_daily_history(measurement: str) -> dict[tuple[str, str], int]:
 
 def day_labels(instants: pd.DatetimeIndex) -> pd.DatetimeIndex:
     """The trading day of each UTC instant: the UTC day at whose end the price was known
-    (``ceil(time to a day) - 1 day``), without a time zone; the index is named ``day``."""
+    (`ceil(time to a day) - 1 day`), without a time zone; the index is named `day`."""
     return (instants.ceil("D") - pd.Timedelta(days=1)).tz_localize(None).rename("day")
 
 
 def series_label(asset: str, source: str | None = None) -> str:
     """A chart's name for a series: the asset and where its prices come from,
-    e.g. ``gold (futures)``. The source defaults to the notebook's daily one."""
+    e.g. `gold (futures)`. The source defaults to the notebook's daily one."""
     return f"{asset} ({source or daily_dataset(asset).source})"
 
 
 def weekly(series: pd.Series, keep: str = "last") -> pd.Series:
-    """One observation a calendar week, at its own date: the last one (``keep="last"``) or
-    the lowest (``keep="min"``, for drawdowns). A lighter line for a chart, which never
-    reaches past the series' last observation (``resample("W")`` would stamp a week on the
+    """One observation a calendar week, at its own date: the last one (`keep="last"`) or
+    the lowest (`keep="min"`, for drawdowns). A lighter line for a chart, which never
+    reaches past the series' last observation (`resample("W")` would stamp a week on the
     Sunday after it)."""
     series = series.dropna()
     weeks = series.groupby(series.index.to_period("W"))
@@ -100,9 +100,9 @@ def last_days(long: pd.DataFrame, series: str = "series", day: str = "day") -> p
 
 
 def note_ends(fig, last: pd.Series):
-    """Say on ``fig`` where its series end when they end at different dates (more than a
-    week apart): a second line of its title. ``last`` maps each series' name to its last day
-    (see :func:`last_days`). Returns ``fig``."""
+    """Say on `fig` where its series end when they end at different dates (more than a
+    week apart): a second line of its title. `last` maps each series' name to its last day
+    (see `last_days`). Returns `fig`."""
     last = last.dropna()
     if last.empty or last.max() - last.min() <= pd.Timedelta(days=7):
         return fig
@@ -116,8 +116,8 @@ def note_ends(fig, last: pd.Series):
 
 
 def formatted(table: pd.DataFrame, formats: dict[str, str] | str) -> pd.DataFrame:
-    """The table for display, numbers as text in a format such as ``"{:.1%}"``: one format
-    for every column, or one per column (``{column: format}``)."""
+    """The table for display, numbers as text in a format such as `"{:.1%}"`: one format
+    for every column, or one per column (`{column: format}`)."""
     if isinstance(formats, str):
         return table.map(formats.format)
     return table.assign(**{column: table[column].map(f.format) for column, f in formats.items()})
@@ -137,13 +137,13 @@ def log_return_frame(prices: pd.DataFrame) -> pd.DataFrame:
 
 def alignment(pair: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, int]]:
     """The four ways of computing the returns of a 7-day asset and a 5-day asset side by
-    side (``pair``: two columns of prices by day, NaN where one has no price), each with the
+    side (`pair`: two columns of prices by day, NaN where one has no price), each with the
     number of return observations per year that annualises it:
 
-    - ``A. common trading days``: keep the days both have a price, then take returns (252);
-    - ``B. forward-filled metal``: carry the last price over the closed days (365);
-    - ``C. returns first, then joined``: returns on each calendar, then the common days (252);
-    - ``D. weekly (Friday closes)``: the same interval for both (52).
+    - `A. common trading days`: keep the days both have a price, then take returns (252);
+    - `B. forward-filled metal`: carry the last price over the closed days (365);
+    - `C. returns first, then joined`: returns on each calendar, then the common days (252);
+    - `D. weekly (Friday closes)`: the same interval for both (52).
     """
     first, second = pair.columns
     each = [log_return_frame(pair[[c]].dropna())[c] for c in (first, second)]
@@ -156,7 +156,7 @@ def alignment(pair: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, int]]:
 
 
 def alignment_table(pair: pd.DataFrame) -> pd.DataFrame:
-    """For each way of :func:`alignment`: how many returns, how many per year, each
+    """For each way of `alignment`: how many returns, how many per year, each
     series' annualised volatility, and their correlation."""
     first, second = pair.columns
     rows = {}

@@ -1,16 +1,16 @@
-"""The Azure steps of the lab, through the Azure CLI (``az``): registry, AKS cluster, teardown.
+"""The Azure steps of the lab, through the Azure CLI (`az`): registry, AKS cluster, teardown.
 
-Each step is a function that **builds** the exact ``az`` command and shows it. It runs only
-when you pass ``run=True`` *and* the lab is in cluster mode (``LAB_MODE=cluster``); otherwise
-nothing is sent to Azure, so you can read every command before anything costs money::
+Each step is a function that **builds** the exact `az` command and shows it. It runs only
+when you pass `run=True` *and* the lab is in cluster mode (`LAB_MODE=cluster`); otherwise
+nothing is sent to Azure, so you can read every command before anything costs money:
 
     from lab_helpers import azure
 
     azure.create_group()                            # shown, not run
     azure.create_group(run=True)                    # run (needs LAB_MODE=cluster)
 
-A whole session, in order (``docs/azure.md`` explains each step; ``lab_helpers.costs`` holds
-what each part costs)::
+A whole session, in order (`docs/azure.md` explains each step; `lab_helpers.costs` holds
+what each part costs):
 
     azure.login()                                   # once per machine
     azure.create_group()                            # free
@@ -20,8 +20,8 @@ what each part costs)::
     azure.delete_group()                            # everything above stops costing
     azure.remaining()                               # check that nothing is left
 
-The aks overlay runs the prebuilt images (``lab_helpers.images``), so a registry of your own is
-optional: ``create_registry`` and ``create_cluster(registry=...)`` when you build your own.
+The aks overlay runs the prebuilt images (`lab_helpers.images`), so a registry of your own is
+optional: `create_registry` and `create_cluster(registry=...)` when you build your own.
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ HINTS = (
 
 
 def _az(*words: str, why: str, **options: str | int | bool | None) -> Command:
-    """The ``az`` command of these words and options: ``resource_group="g"`` becomes
-    ``--resource-group g``, ``True`` a bare flag, ``None`` or ``False`` nothing."""
+    """The `az` command of these words and options: `resource_group="g"` becomes
+    `--resource-group g`, `True` a bare flag, `None` or `False` nothing."""
     args = ["az", *words]
     for key, value in options.items():
         if value is None or value is False:
@@ -103,7 +103,7 @@ def _az(*words: str, why: str, **options: str | int | bool | None) -> Command:
 def check_registry_name(name: str) -> str:
     """An Azure Container Registry name: 5 to 50 letters and digits, unique in all of Azure.
 
-    Returns it in lower case (the registry's address is ``<name>.azurecr.io``).
+    Returns it in lower case (the registry's address is `<name>.azurecr.io`).
     """
     if not re.fullmatch(r"[A-Za-z0-9]{5,50}", name or ""):
         raise ClusterError(
@@ -123,7 +123,7 @@ def login(
 ) -> list[Command]:
     """Sign in to Azure (once per machine; Azure Cloud Shell is signed in already).
 
-    ``device_code=True`` prints a code to enter at https://microsoft.com/devicelogin, which
+    `device_code=True` prints a code to enter at https://microsoft.com/devicelogin, which
     works from a notebook or a remote machine without a browser.
     """
     command = _az("login", why="sign in to Azure", use_device_code=device_code)
@@ -163,8 +163,8 @@ def create_registry(
 
     Optional: the aks overlay runs the prebuilt images. The Basic tier includes 10 GiB of
     storage (the lab's three images take well under 1 GiB); its price is in
-    ``lab_helpers.costs``. The name must be unique in all of Azure
-    (``suggest_registry_name()`` makes one).
+    `lab_helpers.costs`. The name must be unique in all of Azure
+    (`suggest_registry_name()` makes one).
     """
     name = check_registry_name(name)
     command = _az(
@@ -191,15 +191,15 @@ def create_cluster(
 ) -> list[Command]:
     """Create a small AKS cluster (5 to 10 minutes) that enforces NetworkPolicies.
 
-    ``--network-policy cilium`` (with the Cilium dataplane on Azure CNI overlay) installs the
+    `--network-policy cilium` (with the Cilium dataplane on Azure CNI overlay) installs the
     policy engine at creation; it cannot be added to a cluster created without one by a
     simple update. The **free tier** control plane costs nothing; you pay for the nodes, their
-    disks and the load balancer (``lab_helpers.costs`` has the figures). Two
-    ``Standard_B2s_v2`` are 4 vCPUs, what a free trial allows in a region.
+    disks and the load balancer (`lab_helpers.costs` has the figures). Two
+    `Standard_B2s_v2` are 4 vCPUs, what a free trial allows in a region.
 
-    ``registry`` (only when you build your own images) adds ``--attach-acr``, which lets the
+    `registry` (only when you build your own images) adds `--attach-acr`, which lets the
     nodes pull from it without a password (giving that right needs the Owner or User Access
-    Administrator role). ``--generate-ssh-keys`` creates ``~/.ssh/id_rsa`` if it is missing
+    Administrator role). `--generate-ssh-keys` creates `~/.ssh/id_rsa` if it is missing
     (AKS wants a key; the lab never uses it).
     """
     command = _az(
@@ -225,9 +225,9 @@ def get_credentials(
     run: bool = False,
     settings: Settings | None = None,
 ) -> list[Command]:
-    """Write the cluster's credentials into ``~/.kube/config`` as the current context.
+    """Write the cluster's credentials into `~/.kube/config` as the current context.
 
-    After this, ``kubectl`` and ``lab_helpers.cluster.connect()`` talk to AKS. Running it
+    After this, `kubectl` and `lab_helpers.cluster.connect()` talk to AKS. Running it
     again (a re-created cluster) replaces the old entry.
     """
     command = _az(
@@ -242,19 +242,19 @@ def get_credentials(
 
 
 def acr_login_command(registry: str) -> Command:
-    """``az acr login --name <registry>`` (built, not shown: :mod:`lab_helpers.images` uses it)."""
+    """`az acr login --name <registry>` (built, not shown: `lab_helpers.images` uses it)."""
     return _az("acr", "login", why="docker login", name=check_registry_name(registry))
 
 
 def acr_login(
     registry: str, *, run: bool = False, settings: Settings | None = None
 ) -> list[Command]:
-    """Let the local ``docker`` push to the registry (needs a Docker daemon)."""
+    """Let the local `docker` push to the registry (needs a Docker daemon)."""
     return run_commands([acr_login_command(registry)], run, settings)
 
 
 def acr_build_command(service: str, registry: str, version: str = __version__) -> Command:
-    """``az acr build ... --platform linux/amd64 ...`` for one service (built, not shown)."""
+    """`az acr build ... --platform linux/amd64 ...` for one service (built, not shown)."""
     registry = check_registry_name(registry)
     command = _az(
         "acr",
@@ -279,10 +279,10 @@ def acr_build(
 ) -> list[Command]:
     """Build one service's image **in Azure**, for learners without Docker on their machine.
 
-    It uploads the repository (without what ``.dockerignore`` leaves out), builds
-    ``services/<service>/Dockerfile`` for linux/amd64 (what AKS nodes run) and stores
-    ``lab-<service>:<version>`` in the registry. This runs an *ACR Task*, which free-trial
-    subscriptions may not use (``TasksOperationsNotAllowed``): there, deploy the prebuilt
+    It uploads the repository (without what `.dockerignore` leaves out), builds
+    `services/<service>/Dockerfile` for linux/amd64 (what AKS nodes run) and stores
+    `lab-<service>:<version>` in the registry. This runs an *ACR Task*, which free-trial
+    subscriptions may not use (`TasksOperationsNotAllowed`): there, deploy the prebuilt
     images instead (the aks overlay's default).
     """
     return run_commands([acr_build_command(service, registry, version)], run, settings)
@@ -297,10 +297,10 @@ def _power(verb: str, name: str, group: str, run: bool, settings: Settings | Non
 def stop_cluster(
     name: str = CLUSTER, group: str = GROUP, *, run: bool = False, settings: Settings | None = None
 ) -> list[Command]:
-    """Stop the cluster's nodes between sessions; ``start_cluster()`` resumes it.
+    """Stop the cluster's nodes between sessions; `start_cluster()` resumes it.
 
     A stopped cluster still costs its disks and public IP, and the registry keeps costing:
-    deleting everything (``delete_group()``) is the only way to stop all billing.
+    deleting everything (`delete_group()`) is the only way to stop all billing.
     """
     return _power("stop", name, group, run, settings)
 
@@ -317,9 +317,9 @@ def delete_group(
 ) -> list[Command]:
     """Delete the resource group and everything in it: this stops all the lab's billing.
 
-    ``--yes`` skips the question and ``--no-wait`` returns at once while Azure deletes (5 to
-    15 minutes). AKS's own node resource group (``MC_<group>_<cluster>_<region>``) goes
-    with the cluster. Check with ``remaining()`` until nothing is listed.
+    `--yes` skips the question and `--no-wait` returns at once while Azure deletes (5 to
+    15 minutes). AKS's own node resource group (`MC_<group>_<cluster>_<region>`) goes
+    with the cluster. Check with `remaining()` until nothing is listed.
     """
     command = _az(
         "group",
@@ -335,9 +335,9 @@ def delete_group(
 def remaining(
     prefix: str = "crypto-lab", *, run: bool = False, settings: Settings | None = None
 ) -> list[Command]:
-    """List the resource groups whose name holds ``prefix`` (the lab's and AKS's ``MC_...``).
+    """List the resource groups whose name holds `prefix` (the lab's and AKS's `MC_...`).
 
-    After ``delete_group()`` they show ``Deleting``, then disappear: when the list is
+    After `delete_group()` they show `Deleting`, then disappear: when the list is
     empty, nothing of the lab bills any more.
     """
     query = f"[?contains(name, '{prefix}')].{{name:name, state:properties.provisioningState}}"

@@ -1,16 +1,16 @@
 """The message broker: NATS JetStream subjects, the tick stream, and the tick wire format.
 
-Ticks travel as small JSON objects, one per message::
+Ticks travel as small JSON objects, one per message:
 
     {"asset": "btc", "price": 63000.5, "time": "2021-04-14T06:13:00Z", "source": "replay", "seq": 7}
 
-- ``ticks.<asset>`` (JetStream stream ``TICKS``, file storage): every tick the source emits,
-  good or bad; ``ticks.<asset>.history`` the history it sends first (the backfill). The
-  stream keeps the messages, acknowledged or not, up to :data:`STREAM_MAX_BYTES` (the
+- `ticks.<asset>` (JetStream stream `TICKS`, file storage): every tick the source emits,
+  good or bad; `ticks.<asset>.history` the history it sends first (the backfill). The
+  stream keeps the messages, acknowledged or not, up to `STREAM_MAX_BYTES` (the
   oldest go first), so a worker that restarts loses nothing and a source can see how far it
-  got. A ``Nats-Msg-Id`` header lets JetStream drop a message published twice within
-  :data:`DUPLICATE_WINDOW` (a source that restarts).
-- ``clean.<asset>`` (plain NATS, no storage): each tick once it is cleaned and stored in
+  got. A `Nats-Msg-Id` header lets JetStream drop a message published twice within
+  `DUPLICATE_WINDOW` (a source that restarts).
+- `clean.<asset>` (plain NATS, no storage): each tick once it is cleaned and stored in
   InfluxDB; the api pushes these to browsers live.
 """
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def subject(prefix: str, asset: Any) -> str:
-    """The subject for an asset, e.g. ``subject("ticks", "BTC") == "ticks.btc"``.
+    """The subject for an asset, e.g. `subject("ticks", "BTC") == "ticks.btc"`.
 
     Any text becomes a valid single subject token (a bad asset name must still travel to
     the ingest worker, which quarantines it), so dots, spaces and wildcards are replaced.
@@ -48,7 +48,7 @@ def subject(prefix: str, asset: Any) -> str:
 
 
 def history_subject(asset: Any) -> str:
-    """The subject of an asset's backfilled history, ``ticks.<asset>.history``: apart from
+    """The subject of an asset's backfilled history, `ticks.<asset>.history`: apart from
     its live ticks, so that a source can ask JetStream how far the history was sent."""
     return subject(TICK_PREFIX, asset) + ".history"
 
@@ -70,11 +70,11 @@ TOO_DEEP = "JSON nested too deeply"
 NOT_AN_OBJECT = "not a JSON object"
 UNDECODABLE = "undecodable"
 DECODE_REASONS = (TOO_LARGE, NOT_UTF8, INVALID_JSON, TOO_DEEP, NOT_AN_OBJECT, UNDECODABLE)
-"""Every reason :func:`decode` gives (``undecodable``: any other failure while decoding)."""
+"""Every reason `decode` gives (`undecodable`: any other failure while decoding)."""
 
 
 class BadMessage(ValueError):
-    """A message that is not a tick at all; ``reason`` is what the quarantine records."""
+    """A message that is not a tick at all; `reason` is what the quarantine records."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -82,8 +82,8 @@ class BadMessage(ValueError):
 
 
 def decode(data: bytes) -> dict:
-    """Parse one message into a dict, or raise :class:`BadMessage` with the reason (one of
-    :data:`DECODE_REASONS`). Never raises anything else: whatever goes wrong while decoding
+    """Parse one message into a dict, or raise `BadMessage` with the reason (one of
+    `DECODE_REASONS`). Never raises anything else: whatever goes wrong while decoding
     one message concerns that message alone.
 
     A byte order mark in front of the JSON text is ignored (RFC 8259 allows a parser to).
@@ -148,7 +148,7 @@ async def connect(url: str, name: str, **kw) -> nats.NATS:
 
 
 async def ensure_stream(js) -> None:
-    """Create the ``TICKS`` stream if it does not exist (idempotent)."""
+    """Create the `TICKS` stream if it does not exist (idempotent)."""
     config = StreamConfig(
         name=STREAM,
         subjects=[f"{TICK_PREFIX}.>"],

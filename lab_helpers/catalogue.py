@@ -1,14 +1,14 @@
-"""The asset catalogue: every asset the lab knows, read from one file, ``data/assets.yaml``.
+"""The asset catalogue: every asset the lab knows, read from one file, `data/assets.yaml`.
 
 One entry per asset says what the rest of the lab needs to know about it: its name and other
 names, its kind and unit, the earliest plausible date of a price, the sanity ceiling, how
 large a move is suspect, its symbol on each live price API, and its bundled CSV files (with
 their frequency, kind of source, timestamp rule and publisher). The loaders
-(:mod:`lab_helpers.data`), the cleaning rules (:mod:`lab_helpers.etl`), the live APIs, the
-source, the ingest workers, the api and the dashboard all read it through :func:`load`.
+(`lab_helpers.data`), the cleaning rules (`lab_helpers.etl`), the live APIs, the
+source, the ingest workers, the api and the dashboard all read it through `load`.
 
 Adding an asset is adding its CSV file to the data folder and one entry to the file, by hand
-or with :func:`add_asset`::
+or with `add_asset`:
 
     from lab_helpers import catalogue
     catalogue.add_asset(
@@ -18,7 +18,7 @@ or with :func:`add_asset`::
                 "time": "crypto_close", "description": "Dogecoin daily close"}],
     )
 
-:func:`load` notices a change of the file (it compares the file's size and modification
+`load` notices a change of the file (it compares the file's size and modification
 time at each call, a few microseconds), so running services and notebooks see a new asset
 at their next batch or request. A file that does not parse keeps the last good catalogue in
 use and says why (a warning), so one typo never stops the stream.
@@ -48,22 +48,22 @@ from .errors import DataError, UnknownAssetError
 log = logging.getLogger(__name__)
 
 FILE_NAME = "assets.yaml"
-"""The catalogue's file name, in the data folder (``LAB_DATA_DIR``, default ``data/``)."""
+"""The catalogue's file name, in the data folder (`LAB_DATA_DIR`, default `data/`)."""
 
 FREQUENCIES: tuple[str, ...] = ("1min", "daily", "monthly")
 """How often a bundled file has a row."""
 FREQUENCIES_ORDER = ("daily", "1min", "monthly")  # how the data sets are listed
 SOURCES: tuple[str, ...] = ("spot", "fix", "futures", "average")
-"""``spot``: exchange trading prices; ``fix``: the LBMA/LPPM London benchmark auctions;
-``futures``: front-month COMEX/NYMEX futures closes; ``average``: monthly average prices."""
+"""`spot`: exchange trading prices; `fix`: the LBMA/LPPM London benchmark auctions;
+`futures`: front-month COMEX/NYMEX futures closes; `average`: monthly average prices."""
 
 
 @dataclass(frozen=True)
 class TimeConvention:
     """How a source's row label becomes the UTC instant its price was set.
 
-    The label (a date is midnight) plus ``offset`` is a wall-clock time in the zone ``tz``;
-    that wall-clock time converted to UTC is ``time``. Using the zone's rules makes the
+    The label (a date is midnight) plus `offset` is a wall-clock time in the zone `tz`;
+    that wall-clock time converted to UTC is `time`. Using the zone's rules makes the
     conversion daylight-saving aware: 15:00 in London is 14:00 UTC in summer, 15:00 in winter.
     """
 
@@ -128,7 +128,7 @@ class CatalogueError(DataError):
 @dataclass(frozen=True)
 class Dataset:
     """One bundled CSV file: which asset, how often, from which kind of source, and the rule
-    that turns its row labels into instants (a name of :data:`TIME_CONVENTIONS`)."""
+    that turns its row labels into instants (a name of `TIME_CONVENTIONS`)."""
 
     key: str
     asset: str
@@ -145,10 +145,10 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Asset:
-    """One entry of the catalogue (see the comments at the top of ``data/assets.yaml``).
+    """One entry of the catalogue (see the comments at the top of `data/assets.yaml`).
 
-    ``earliest`` is a UTC timestamp (midnight of the date in the file); ``live`` maps a live
-    price API's name to the asset's symbol there; ``datasets`` are its bundled files.
+    `earliest` is a UTC timestamp (midnight of the date in the file); `live` maps a live
+    price API's name to the asset's symbol there; `datasets` are its bundled files.
     """
 
     name: str
@@ -164,11 +164,11 @@ class Asset:
 
 
 class Catalogue:
-    """The assets of one catalogue file, in the file's order; built by :func:`load`.
+    """The assets of one catalogue file, in the file's order; built by `load`.
 
-    ``catalogue["btc"]`` is an :class:`Asset`; ``"btc" in catalogue``; ``list(catalogue)``
-    gives the names; :meth:`normalize` turns any known spelling into the name;
-    :attr:`datasets` lists every bundled file by key, grouped by kind of source (spot, fix,
+    `catalogue["btc"]` is an `Asset`; `"btc" in catalogue`; `list(catalogue)`
+    gives the names; `normalize` turns any known spelling into the name;
+    `datasets` lists every bundled file by key, grouped by kind of source (spot, fix,
     futures, average), then frequency, then asset.
     """
 
@@ -215,10 +215,10 @@ class Catalogue:
         return tuple(self.assets)
 
     def normalize(self, name: object) -> str | None:
-        """The lab's name for an asset (``"XBT"`` -> ``"btc"``), or ``None`` if it is unknown.
+        """The lab's name for an asset (`"XBT"` -> `"btc"`), or `None` if it is unknown.
 
         Case and surrounding spaces are ignored; aliases and ticker forms against the US
-        dollar (``BTC-USD``, ``btc/usd``, ``XAUUSD``) are understood.
+        dollar (`BTC-USD`, `btc/usd`, `XAUUSD`) are understood.
         """
         if not isinstance(name, str):
             return None
@@ -234,7 +234,7 @@ class Catalogue:
         return found
 
     def resolve(self, name: object) -> str:
-        """Like :meth:`normalize`, but an unknown name raises :class:`UnknownAssetError`."""
+        """Like `normalize`, but an unknown name raises `UnknownAssetError`."""
         asset = self.normalize(name)
         if asset is None:
             raise UnknownAssetError(
@@ -244,7 +244,7 @@ class Catalogue:
         return asset
 
     def live_symbols(self, api: str) -> dict[str, str]:
-        """``{asset: symbol}`` for one live price API (the assets that list it)."""
+        """`{asset: symbol}` for one live price API (the assets that list it)."""
         return {a.name: a.live[api] for a in self.assets.values() if api in a.live}
 
     def frame(self) -> pd.DataFrame:
@@ -317,7 +317,7 @@ def _keys(entry: dict, required: tuple, optional: tuple, where: str) -> None:
 
 
 def _matching(value, pattern: re.Pattern, what: str, where: str, hint: str) -> str:
-    """``value`` if it is text matching ``pattern``, else a CatalogueError with the hint."""
+    """`value` if it is text matching `pattern`, else a CatalogueError with the hint."""
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise _problem(where, f"{what} {value!r} is not valid: {hint}")
     return value
@@ -392,7 +392,7 @@ def _asset(name, entry, where: str) -> Asset:
 
 
 def parse(text: str, where: str = FILE_NAME) -> Catalogue:
-    """Build a :class:`Catalogue` from the text of a catalogue file; :class:`CatalogueError`
+    """Build a `Catalogue` from the text of a catalogue file; `CatalogueError`
     (one sentence: which entry, which field, what to write) when it is not valid."""
     try:
         document = yaml.safe_load(text)
@@ -432,8 +432,8 @@ def parse(text: str, where: str = FILE_NAME) -> Catalogue:
 
 
 def path(data_dir: Path | str | None = None) -> Path:
-    """Where the catalogue file is: ``<data folder>/assets.yaml`` (``data_dir``, else
-    ``LAB_DATA_DIR``, else ``data/``)."""
+    """Where the catalogue file is: `<data folder>/assets.yaml` (`data_dir`, else
+    `LAB_DATA_DIR`, else `data/`)."""
     if data_dir is None:
         return _default_path(os.environ.get("LAB_DATA_DIR"))
     return (Path(data_dir) / FILE_NAME).resolve()
@@ -456,11 +456,11 @@ def _signature(file: Path) -> tuple:
 
 
 def load(data_dir: Path | str | None = None) -> Catalogue:
-    """The catalogue of the data folder (``data_dir``, else ``LAB_DATA_DIR``, else ``data/``).
+    """The catalogue of the data folder (`data_dir`, else `LAB_DATA_DIR`, else `data/`).
 
     Read again only when the file changed. If the changed file does not parse, the last good
     version stays in use and a warning says what is wrong; with no good version yet, the
-    :class:`CatalogueError` is raised.
+    `CatalogueError` is raised.
     """
     file = path(data_dir)
     try:
@@ -505,10 +505,10 @@ def entry(
     aliases: Iterable[str] = (),
     live: dict[str, str] | None = None,
 ) -> str:
-    """The YAML text of one catalogue entry (what :func:`add_asset` appends), checked.
+    """The YAML text of one catalogue entry (what `add_asset` appends), checked.
 
-    ``files`` is a list of ``{"file", "frequency", "source", "time", "description"}``
-    (and optionally ``"publisher"``), as in ``data/assets.yaml``.
+    `files` is a list of `{"file", "frequency", "source", "time", "description"}`
+    (and optionally `"publisher"`), as in `data/assets.yaml`.
     """
     if isinstance(earliest, dt.datetime):  # also a pandas Timestamp: the date is what counts
         earliest = earliest.date()
@@ -542,11 +542,11 @@ def _plain(value):
 def add_asset(name: str, *, data_dir: Path | str | None = None, **fields) -> Asset:
     """Add one asset to the catalogue file of the data folder, and return it.
 
-    The fields are those of :func:`entry` (``title``, ``kind``, ``unit``, ``earliest``,
-    ``ceiling``, ``files``, and optionally ``jump``, ``aliases``, ``live``). Each CSV file it
+    The fields are those of `entry` (`title`, `kind`, `unit`, `earliest`,
+    `ceiling`, `files`, and optionally `jump`, `aliases`, `live`). Each CSV file it
     lists must already be in the data folder. The entry is appended to the file (its comments
     and the other entries stay as they are); running services pick it up by themselves.
-    Raises :class:`CatalogueError` for an invalid field, a name already taken or a missing
+    Raises `CatalogueError` for an invalid field, a name already taken or a missing
     file, and changes nothing then.
     """
     file = path(data_dir)
@@ -571,7 +571,7 @@ def add_asset(name: str, *, data_dir: Path | str | None = None, **fields) -> Ass
 def remove_asset(name: str, *, data_dir: Path | str | None = None) -> None:
     """Remove one asset's entry from the catalogue file (its CSV files stay where they are).
 
-    Raises :class:`UnknownAssetError` if the file has no entry ``name``.
+    Raises `UnknownAssetError` if the file has no entry `name`.
     """
     file = path(data_dir)
     lines = file.read_text(encoding="utf-8").splitlines(keepends=True)

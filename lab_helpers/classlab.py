@@ -1,25 +1,25 @@
 """The class lab: one shared Kubernetes cluster, one namespace per student.
 
-A teacher prepares a whole class with two commands::
+A teacher prepares a whole class with two commands:
 
     python -m lab_helpers.classlab generate --students 30 --out build/classlab
     python -m lab_helpers.classlab kubeconfigs --students 30 --out build/classlab
 
-``generate`` works offline. For each student (namespaces ``crypto-lab-student01`` ...) it
-writes ``<out>/<namespace>/access.yaml``: the Namespace, a ResourceQuota, a LimitRange, a
+`generate` works offline. For each student (namespaces `crypto-lab-student01` ...) it
+writes `<out>/<namespace>/access.yaml`: the Namespace, a ResourceQuota, a LimitRange, a
 ServiceAccount and a Role with its RoleBinding that let the student manage the lab's objects
-in that namespace and nowhere else (the template is ``manifests/classlab/student.yaml``). It
-also writes ``<out>/<namespace>/lab/kustomization.yaml``, the lab deployed into that
-namespace (on AKS with the prebuilt images, or ``--registry`` yours; ``--cluster kind`` for a
-kind cluster with the images ``make cluster`` loaded), and ``<out>/kustomization.yaml``
-listing every ``access.yaml``, so that ``kubectl apply -k build/classlab`` creates the whole
+in that namespace and nowhere else (the template is `manifests/classlab/student.yaml`). It
+also writes `<out>/<namespace>/lab/kustomization.yaml`, the lab deployed into that
+namespace (on AKS with the prebuilt images, or `--registry` yours; `--cluster kind` for a
+kind cluster with the images `make cluster` loaded), and `<out>/kustomization.yaml`
+listing every `access.yaml`, so that `kubectl apply -k build/classlab` creates the whole
 class.
 
-``kubeconfigs`` uses the current kube context (a cluster admin's): it applies the same objects
-and writes ``<out>/<namespace>/kubeconfig`` for each student, holding a token of the student's
-ServiceAccount (TokenRequest API, valid ``--hours``) and the cluster's address and CA.
+`kubeconfigs` uses the current kube context (a cluster admin's): it applies the same objects
+and writes `<out>/<namespace>/kubeconfig` for each student, holding a token of the student's
+ServiceAccount (TokenRequest API, valid `--hours`) and the cluster's address and CA.
 
-``sizing`` prints how many nodes a class needs (``manifests/classlab/README.md`` explains the
+`sizing` prints how many nodes a class needs (`manifests/classlab/README.md` explains the
 arithmetic).
 """
 
@@ -58,7 +58,7 @@ class ClassLabError(LabError):
 
 
 def student_namespaces(students: int, prefix: str = PREFIX) -> list[str]:
-    """``crypto-lab-student01`` ... one namespace name per student, numbered from 1."""
+    """`crypto-lab-student01` ... one namespace name per student, numbered from 1."""
     if students < 1:
         raise ClassLabError(f"--students {students} is not valid: give 1 or more")
     width = max(2, len(str(students)))
@@ -73,7 +73,7 @@ def student_namespaces(students: int, prefix: str = PREFIX) -> list[str]:
 
 
 def student_objects(namespace: str) -> list[dict]:
-    """The Kubernetes objects of one student's namespace, from ``manifests/classlab``."""
+    """The Kubernetes objects of one student's namespace, from `manifests/classlab`."""
     if not TEMPLATE.exists():
         raise ClassLabError(f"{TEMPLATE} is missing: run this from the lab's folder")
     text = string.Template(TEMPLATE.read_text()).substitute(namespace=namespace)
@@ -81,7 +81,7 @@ def student_objects(namespace: str) -> list[dict]:
 
 
 class _Dumper(yaml.SafeDumper):
-    """Writes text of several lines as a ``|`` block, as a person would."""
+    """Writes text of several lines as a `|` block, as a person would."""
 
 
 _Dumper.add_representer(
@@ -99,11 +99,11 @@ def _dump(*docs: dict) -> str:
 def lab_kustomization(
     namespace: str, lab_dir: Path, registry: str = PREBUILT_REGISTRY, cluster: str = "aks"
 ) -> dict:
-    """The lab in ``namespace``: on AKS (``manifests/base``, Azure disks, images from
-    ``registry``: a registry host, or the name of an Azure Container Registry), or on kind
-    (``manifests/overlays/kind``, the images loaded into the node).
+    """The lab in `namespace`: on AKS (`manifests/base`, Azure disks, images from
+    `registry`: a registry host, or the name of an Azure Container Registry), or on kind
+    (`manifests/overlays/kind`, the images loaded into the node).
 
-    ``lab_dir`` is the folder the kustomization will be written to: kustomize only accepts
+    `lab_dir` is the folder the kustomization will be written to: kustomize only accepts
     paths relative to it.
     """
     if cluster not in CLUSTERS:
@@ -159,7 +159,7 @@ def generate(
     prefix: str = PREFIX,
     cluster: str = "aks",
 ) -> list[Path]:
-    """Write the class's YAML files under ``out`` (see the module help); returns the files.
+    """Write the class's YAML files under `out` (see the module help); returns the files.
 
     Runs offline and can be run again: it rewrites the same files.
     """
@@ -276,7 +276,7 @@ class Sizing:
 
 
 def sizing(students: int, node: str = "Standard_D8s_v5") -> Sizing:
-    """Nodes of size ``node`` that ``students`` full quotas need (CPU, memory, disks)."""
+    """Nodes of size `node` that `students` full quotas need (CPU, memory, disks)."""
     if students < 1:
         raise ClassLabError(f"--students {students} is not valid: give 1 or more")
     if node not in NODE_SIZES:
@@ -324,7 +324,7 @@ def _config_file(path: str | None) -> str | None:
 def current_cluster(context: str | None = None, config_file: str | None = None) -> ClusterAccess:
     """The cluster of the current (or the named) kube context: its name, server and CA.
 
-    ``config_file`` defaults to ``$KUBECONFIG``, else ``~/.kube/config``.
+    `config_file` defaults to `$KUBECONFIG`, else `~/.kube/config`.
     """
     k8s = _kubernetes()
     config_file = _config_file(config_file)
@@ -390,9 +390,9 @@ def kubeconfigs(
 ) -> list[Path]:
     """Apply every student's namespace objects and write one kubeconfig per student.
 
-    Uses the current kube context (or ``context`` of ``config_file``), which must be
+    Uses the current kube context (or `context` of `config_file`), which must be
     allowed to create namespaces and roles. Each kubeconfig holds a ServiceAccount token
-    valid for ``hours`` (the API server may cap it); run this again for fresh tokens.
+    valid for `hours` (the API server may cap it); run this again for fresh tokens.
     Returns the files written.
     """
     k8s = _kubernetes()
@@ -455,7 +455,7 @@ def kubeconfigs(
 
 @command_line
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lab_helpers.classlab generate|kubeconfigs|sizing`` (see the module help)."""
+    """`python -m lab_helpers.classlab generate|kubeconfigs|sizing` (see the module help)."""
     import argparse
 
     parser = argparse.ArgumentParser(

@@ -1,18 +1,18 @@
 """The lab on a Kubernetes cluster (kind, AKS, a class lab's namespace): what a *program* checks.
 
-What a person does to a cluster, a person types: ``kubectl apply -k``, ``kubectl scale``,
-``kubectl logs``, ``kubectl rollout undo`` (the notebooks' ``%%cluster`` cells,
-:mod:`lab_helpers.shell`). What a program must know, it asks the API server with the official
-``kubernetes`` client, here and in the modules beside this one:
+What a person does to a cluster, a person types: `kubectl apply -k`, `kubectl scale`,
+`kubectl logs`, `kubectl rollout undo` (the notebooks' `%%cluster` cells,
+`lab_helpers.shell`). What a program must know, it asks the API server with the official
+`kubernetes` client, here and in the modules beside this one:
 
-- this module: the connection (:func:`connect`, the current kube context) and the InfluxDB
-  Secret with generated passwords (:func:`create_secrets`), which no file may hold;
-- :mod:`lab_helpers.pods`: are the pods ready, why not, and how fast a deleted pod comes back;
-- :mod:`lab_helpers.forward`: a ``kubectl port-forward`` in the background, for a program that
+- this module: the connection (`connect`, the current kube context) and the InfluxDB
+  Secret with generated passwords (`create_secrets`), which no file may hold;
+- `lab_helpers.pods`: are the pods ready, why not, and how fast a deleted pod comes back;
+- `lab_helpers.forward`: a `kubectl port-forward` in the background, for a program that
   needs to reach a Service;
-- :mod:`lab_helpers.manifests`: the manifests rendered offline (``kubectl kustomize``).
+- `lab_helpers.manifests`: the manifests rendered offline (`kubectl kustomize`).
 
-In a notebook::
+In a notebook:
 
     from lab_helpers import cluster, pods
 
@@ -20,14 +20,14 @@ In a notebook::
     cluster.create_secrets("crypto-lab")     # generated InfluxDB passwords, never printed
     pods.wait_until_ready("crypto-lab")      # every pod of the lab ready, or why not
 
-Command line (the class lab's students run the first one with their own kubeconfig)::
+Command line (the class lab's students run the first one with their own kubeconfig):
 
     python -m lab_helpers.cluster secrets [--namespace NS] [--context CTX]
     python -m lab_helpers.cluster pods [--namespace NS] [--context CTX]
 
-The object names (namespace ``crypto-lab``, Secret ``influxdb-credentials``...) are the contract
-of ``docs/architecture.md``. The namespace of every function defaults to the one given to
-:func:`connect`, else ``crypto-lab``.
+The object names (namespace `crypto-lab`, Secret `influxdb-credentials`...) are the contract
+of `docs/architecture.md`. The namespace of every function defaults to the one given to
+`connect`, else `crypto-lab`.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ClusterError(LabError):
 
 
 def kubeconfig_paths(env: dict[str, str] | None = None) -> list[Path]:
-    """The kubeconfig files, as kubectl finds them: ``$KUBECONFIG`` or ``~/.kube/config``."""
+    """The kubeconfig files, as kubectl finds them: `$KUBECONFIG` or `~/.kube/config`."""
     env = dict(os.environ) if env is None else env
     if env.get("KUBECONFIG"):
         return [Path(p).expanduser() for p in env["KUBECONFIG"].split(os.pathsep) if p]
@@ -82,8 +82,8 @@ def kubeconfig_paths(env: dict[str, str] | None = None) -> list[Path]:
 
 
 def kube_context(env: dict[str, str] | None = None) -> str | None:
-    """The kube context the lab uses: ``$LAB_KUBE_CONTEXT``, else the current context of the
-    kubeconfig; ``None`` when there is none.
+    """The kube context the lab uses: `$LAB_KUBE_CONTEXT`, else the current context of the
+    kubeconfig; `None` when there is none.
 
     It only reads files (no network, and without importing the Kubernetes client, which takes
     seconds), so it is a cheap "is there a cluster at all?" check.
@@ -115,10 +115,10 @@ def kubernetes_client() -> Any:
 
 @dataclass
 class Connection:
-    """An open connection to a cluster, made by :func:`connect`.
+    """An open connection to a cluster, made by `connect`.
 
-    ``core`` and ``apps`` are the typed APIs of the official client (``CoreV1Api``,
-    ``AppsV1Api``); ``namespace`` is the default namespace of the lab's functions.
+    `core` and `apps` are the typed APIs of the official client (`CoreV1Api`,
+    `AppsV1Api`); `namespace` is the default namespace of the lab's functions.
     """
 
     context: str
@@ -148,10 +148,10 @@ def connect(
 ) -> Connection:
     """Connect to a cluster and make it the one every function of the lab uses.
 
-    ``context`` is a kube context name (``kubectl config get-contexts`` lists them); default:
-    ``$LAB_KUBE_CONTEXT``, else the current context. ``namespace`` becomes the default
-    namespace (else the context's own when it is a ``crypto-lab...`` one, as in a student's
-    kubeconfig, else ``crypto-lab``). The API server must answer within ``timeout`` seconds.
+    `context` is a kube context name (`kubectl config get-contexts` lists them); default:
+    `$LAB_KUBE_CONTEXT`, else the current context. `namespace` becomes the default
+    namespace (else the context's own when it is a `crypto-lab...` one, as in a student's
+    kubeconfig, else `crypto-lab`). The API server must answer within `timeout` seconds.
     """
     global _current
     kubernetes_client()
@@ -208,12 +208,12 @@ def connect(
 
 
 def current() -> Connection:
-    """The connection made by :func:`connect` (made now, to the current context, if none)."""
+    """The connection made by `connect` (made now, to the current context, if none)."""
     return _current if _current is not None else connect()
 
 
 def api_message(err: Exception) -> str:
-    """The API server's own explanation inside an ``ApiException``."""
+    """The API server's own explanation inside an `ApiException`."""
     body = getattr(err, "body", None)
     with contextlib.suppress(TypeError, ValueError, AttributeError):
         return str(json.loads(body or "").get("message") or err)
@@ -224,16 +224,16 @@ def api_message(err: Exception) -> str:
 
 
 def create_secrets(namespace: str | None = None) -> list[str]:
-    """Create the Secret ``influxdb-credentials`` with generated passwords; keep existing ones.
+    """Create the Secret `influxdb-credentials` with generated passwords; keep existing ones.
 
-    The Secret holds ``admin-user``, ``admin-password``, ``ingest-user``, ``ingest-password``,
-    ``reader-user`` and ``reader-password`` (the same three InfluxDB users as the local stack).
-    Passwords come from :mod:`secrets` and are never printed; run it again and nothing
+    The Secret holds `admin-user`, `admin-password`, `ingest-user`, `ingest-password`,
+    `reader-user` and `reader-password` (the same three InfluxDB users as the local stack).
+    Passwords come from `secrets` and are never printed; run it again and nothing
     changes (a missing key is added). Returns the keys.
 
     It reads, creates and patches that one Secret and nothing else (a class-lab student may do
-    exactly that in their namespace). The namespace must exist: ``kubectl apply -f
-    manifests/base/namespace.yaml`` makes the lab's; a class lab's comes from the teacher.
+    exactly that in their namespace). The namespace must exist: `kubectl apply -f
+    manifests/base/namespace.yaml` makes the lab's; a class lab's comes from the teacher.
     """
     from kubernetes import client
     from kubernetes.client import ApiException
@@ -298,7 +298,7 @@ def _secret_value(key: str) -> str:
 
 
 def credentials(role: str = "admin", namespace: str | None = None) -> Credentials:
-    """The InfluxDB user ``role`` (admin, ingest, reader) stored in the cluster's Secret."""
+    """The InfluxDB user `role` (admin, ingest, reader) stored in the cluster's Secret."""
     from kubernetes.client import ApiException
 
     if role not in ROLES:

@@ -2,12 +2,12 @@
 
 A line is split with the shell's rules (`shlex`), then its options are taken apart with the
 tool's documented flags: which take a value (`-t lab-stats:0.1.0`, `--tag=...`), which are
-switches that may be grouped (`-dit`). :func:`docker` knows the subcommands the lab teaches
-(:data:`DOCKER_FLAGS`, from `docker <command> --help`; `docker buildx build` reads as `docker
-build`, whose options it shares); for :func:`kubectl`, the real kubectl
-reads the line too (:func:`kubectl_accepts`): pointed at a server that does not exist, it gets
+switches that may be grouped (`-dit`). `docker` knows the subcommands the lab teaches
+(`DOCKER_FLAGS`, from `docker <command> --help`; `docker buildx build` reads as `docker
+build`, whose options it shares); for `kubectl`, the real kubectl
+reads the line too (`kubectl_accepts`): pointed at a server that does not exist, it gets
 as far as connecting when the line is valid, and says what is wrong when it is not (an unknown
-flag, a missing argument), in its own words::
+flag, a missing argument), in its own words:
 
     from lab_helpers import cmdline
 
@@ -100,7 +100,7 @@ class Parsed:
 
 
 def split(line: str) -> list[str]:
-    """The words of ``line`` as a POSIX shell splits them; one sentence when it cannot."""
+    """The words of `line` as a POSIX shell splits them; one sentence when it cannot."""
     if not isinstance(line, str):
         raise CommandLineError("a command is one line of text (a string)")
     try:
@@ -161,7 +161,7 @@ def _take_options(
 
 def docker(line: str) -> Parsed:
     """A `docker` command line taken apart with docker's documented options
-    (:data:`DOCKER_FLAGS`); a :class:`CommandLineError` says what docker would refuse."""
+    (`DOCKER_FLAGS`); a `CommandLineError` says what docker would refuse."""
     words = split(line)
     if words[0] != "docker":
         raise CommandLineError("the line starts with docker")
@@ -222,7 +222,7 @@ def _run_options(words: list[str]) -> tuple[dict[str, list[str]], list[str], lis
 
 def published(cmd: Parsed) -> list[tuple[str, int, int]]:
     """The port mappings of a `docker run`: (host address, host port, container port) for each
-    `-p [ADDRESS:]HOST:CONTAINER`; a :class:`CommandLineError` for one docker would refuse."""
+    `-p [ADDRESS:]HOST:CONTAINER`; a `CommandLineError` for one docker would refuse."""
     found = []
     for text in cmd.values("--publish"):
         spec = text.split("/")[0]
@@ -265,7 +265,7 @@ _REFUSED = "was refused - did you specify the right host or port?"
 
 
 def kubectl_accepts(words: list[str]) -> str | None:
-    """None when the real kubectl accepts the command line ``words`` (it gets as far as
+    """None when the real kubectl accepts the command line `words` (it gets as far as
     connecting to a server, which here does not exist), else kubectl's own first error line
     (an unknown flag, a missing argument...). Nothing is sent anywhere: the server address is
     127.0.0.1 port 9, where nothing listens."""
@@ -300,8 +300,8 @@ KUBECTL_GROUPS = {"rollout", "config", "set", "create"}
 
 
 def kubectl(line: str, *, check: bool = True) -> Parsed:
-    """A `kubectl` command line taken apart (options by long name); with ``check``, the real
-    kubectl reads it first and its objection, if any, is the :class:`CommandLineError`."""
+    """A `kubectl` command line taken apart (options by long name); with `check`, the real
+    kubectl reads it first and its objection, if any, is the `CommandLineError`."""
     words = split(line)
     if words[0] != "kubectl":
         raise CommandLineError("the line starts with kubectl")

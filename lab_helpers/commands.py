@@ -1,11 +1,11 @@
-"""Run the tools around the cluster (``kubectl``, ``docker``, ``kind``, ``helm``, ``az``) the way
+"""Run the tools around the cluster (`kubectl`, `docker`, `kind`, `helm`, `az`) the way
 a person types them: each command is shown first, then run, its output streamed as it comes.
 
-A :class:`Command` is one command line, built and shown before anything runs; the Azure, image
-and Helm helpers build them, and the notebooks' ``%%cluster`` cells (:mod:`lab_helpers.shell`)
-run the lines a learner types. :func:`run_commands` runs a list of them only when asked, and only
+A `Command` is one command line, built and shown before anything runs; the Azure, image
+and Helm helpers build them, and the notebooks' `%%cluster` cells (`lab_helpers.shell`)
+run the lines a learner types. `run_commands` runs a list of them only when asked, and only
 in cluster mode, because each one changes something outside this machine's lab (Azure, a
-registry, a cluster)::
+registry, a cluster):
 
     from lab_helpers.commands import Command, run_commands
 
@@ -13,7 +13,7 @@ registry, a cluster)::
     run_commands([build])              # shown only
     run_commands([build], run=True)    # run (needs LAB_MODE=cluster)
 
-A missing tool is one sentence that says where to get it (:data:`TOOL_HINTS`), a failing command
+A missing tool is one sentence that says where to get it (`TOOL_HINTS`), a failing command
 one sentence with its exit status and what to do about it.
 """
 
@@ -66,7 +66,7 @@ class ModeError(LabError):
 
 
 def tool_path() -> str:
-    """``PATH`` with this Python environment's ``bin/`` first: kubectl and hadolint come as
+    """`PATH` with this Python environment's `bin/` first: kubectl and hadolint come as
     wheels, and a notebook kernel may have been started without the environment activated."""
     here = str(Path(sys.executable).parent)
     rest = os.environ.get("PATH", "")
@@ -74,7 +74,7 @@ def tool_path() -> str:
 
 
 def find_tool(name: str) -> str:
-    """The path of a command-line tool, or :class:`ToolMissingError` saying how to get it."""
+    """The path of a command-line tool, or `ToolMissingError` saying how to get it."""
     found = shutil.which(name, path=tool_path())
     if not found:
         raise ToolMissingError(TOOL_HINTS.get(name, f"{name} is not installed: install it"))
@@ -82,7 +82,7 @@ def find_tool(name: str) -> str:
 
 
 def first_program(line: str) -> str:
-    """The program a shell line runs: its first word after any ``NAME=value`` settings."""
+    """The program a shell line runs: its first word after any `NAME=value` settings."""
     try:
         words = shlex.split(line, comments=True)
     except ValueError:
@@ -97,11 +97,11 @@ def first_program(line: str) -> str:
 class Command:
     """One command line of an outside tool, built first and shown, run only when asked.
 
-    ``args`` is the exact argument list (``args[0]`` is the tool). For a line that needs a
-    shell (a pipe, ``$(...)``), build it with :meth:`line`: it then runs under ``bash``. ``why``
-    says what it does; ``hints`` pairs a text that may appear in the output with what to do
-    about it (used in the error when the command fails). After :meth:`execute`: ``returncode``
-    and ``output`` (the last 200 lines).
+    `args` is the exact argument list (`args[0]` is the tool). For a line that needs a
+    shell (a pipe, `$(...)`), build it with `line`: it then runs under `bash`. `why`
+    says what it does; `hints` pairs a text that may appear in the output with what to do
+    about it (used in the error when the command fails). After `execute`: `returncode`
+    and `output` (the last 200 lines).
     """
 
     args: tuple[str, ...]
@@ -117,7 +117,7 @@ class Command:
 
     @classmethod
     def line(cls, text: str, why: str = "", cwd: Path | None = None) -> Command:
-        """A command typed as a shell line (run by ``bash -o pipefail -c``)."""
+        """A command typed as a shell line (run by `bash -o pipefail -c`)."""
         text = text.strip()
         return cls((first_program(text),), why=why, cwd=cwd, shell=text)
 
@@ -126,7 +126,7 @@ class Command:
         return self.args[0]
 
     def require(self) -> None:
-        """:class:`ToolMissingError` now, before anything runs, when the tool is missing (for a
+        """`ToolMissingError` now, before anything runs, when the tool is missing (for a
         shell line: when it starts with one of the lab's tools)."""
         if self.shell is None or self.tool in TOOL_HINTS:
             find_tool(self.tool)
@@ -139,9 +139,9 @@ class Command:
         print(f"$ {self}" + (f"    # {self.why}" if self.why else ""), flush=True)
 
     def execute(self, timeout: float | None = None) -> Command:
-        """Run it now, printing its output as it comes; :class:`CommandError` on failure.
+        """Run it now, printing its output as it comes; `CommandError` on failure.
 
-        Prefer :func:`run_commands`, which checks the lab mode first.
+        Prefer `run_commands`, which checks the lab mode first.
         """
         self.require()
         if self.shell is not None:
@@ -185,11 +185,11 @@ class Command:
 def run_commands(
     commands: Iterable[Command], run: bool = False, settings: Settings | None = None
 ) -> list[Command]:
-    """Show each command; run them, in order, only when ``run=True`` **and** ``LAB_MODE=cluster``.
+    """Show each command; run them, in order, only when `run=True` **and** `LAB_MODE=cluster`.
 
     Every command here changes something outside this machine's lab (Azure resources, a
     registry, a cluster), so showing is the default and running is a deliberate choice:
-    ``LAB_MODE=local`` refuses with :class:`ModeError`, and a missing tool is reported
+    `LAB_MODE=local` refuses with `ModeError`, and a missing tool is reported
     (with how to install it) before anything runs.
     """
     commands = list(commands)

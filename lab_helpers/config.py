@@ -1,29 +1,30 @@
-"""All the lab's settings in one place: read from the environment and from ``.lab/``.
+"""All the lab's settings in one place: read from the environment and from `.lab/`.
 
-Precedence, highest first: environment variables (``LAB_*``; for credentials, a role's own
-``LAB_INFLUX_<ROLE>_*`` before the process's ``LAB_INFLUX_USER``), then the files the local
-stack writes under ``.lab/`` (``stack.json`` for addresses, ``credentials.json`` for the
+Precedence, highest first: environment variables (`LAB_*`; for credentials, a role's own
+`LAB_INFLUX_<ROLE>_*` before the process's `LAB_INFLUX_USER`), then the files the local
+stack writes under `.lab/` (`stack.json` for addresses, `credentials.json` for the
 generated InfluxDB users), then defaults. No secret is ever a default: credentials only
-come from the environment or from ``.lab/credentials.json`` (mode 0600, never committed).
+come from the environment or from `.lab/credentials.json` (mode 0600, never committed).
 
 Environment variables
 ---------------------
-``LAB_MODE``            ``local`` (default) or ``cluster``
-``LAB_DIR``             where local state lives (default: ``.lab`` in the project folder)
-``LAB_DATA_DIR``        the bundled price history and the asset catalogue ``assets.yaml``
-                        (default: ``data`` in the project folder)
-``LAB_INFLUX_URL``      InfluxDB v1 HTTP API, e.g. ``http://127.0.0.1:8086`` (the local stack
+`LAB_MODE`            `local` (default) or `cluster`
+`LAB_DIR`             where local state lives (default: `.lab` in the project folder)
+`LAB_DATA_DIR`        the bundled price history and the asset catalogue `assets.yaml`
+                        (default: `data` in the project folder)
+`LAB_INFLUX_URL`      InfluxDB v1 HTTP API, e.g. `http://127.0.0.1:8086` (the local stack
                         then uses that server instead of starting its own; so for NATS)
-``LAB_INFLUX_DB``       database for the prices (default ``prices``)
-``LAB_INFLUX_USER`` / ``LAB_INFLUX_PASSWORD``   the identity this process uses
-``LAB_INFLUX_<ROLE>_USER`` / ``..._PASSWORD``  per role: ADMIN, INGEST, READER
-``LAB_NATS_URL``        NATS server, e.g. ``nats://127.0.0.1:4222``
-``LAB_KUBE_CONTEXT``    kube context for :mod:`lab_helpers.cluster` (default: the current one)
+`LAB_INFLUX_DB`       database for the prices (default `prices`)
+`LAB_INFLUX_USER` / `LAB_INFLUX_PASSWORD`   the identity this process uses
+`LAB_INFLUX_<ROLE>_USER` / `..._PASSWORD`  per role: ADMIN, INGEST, READER
+`LAB_NATS_URL`        NATS server, e.g. `nats://127.0.0.1:4222`
+`LAB_KUBE_CONTEXT`    kube context for `lab_helpers.cluster` (default: the current one)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +35,13 @@ MODES = ("local", "cluster")
 # The three InfluxDB identities: admin sets up, ingest only writes, reader only reads.
 ROLES = ("admin", "ingest", "reader")
 DEFAULT_DATABASE = "prices"
+SERVICE_PORTS = {"api": 8000, "source": 8001, "ingest": 8002, "stats": 8003}
+"""The port each service of the lab listens on when `LAB_PORT` does not say otherwise: the
+stack, the images, the manifests and the services' own settings agree on it."""
 
 
 def project_root() -> Path:
-    """The folder holding ``pyproject.toml`` of the lab (where ``.lab/`` and ``data/`` live)."""
+    """The folder holding `pyproject.toml` of the lab (where `.lab/` and `data/` live)."""
     here = Path(__file__).resolve().parent.parent
     if (here / "pyproject.toml").exists():
         return here
@@ -45,7 +49,7 @@ def project_root() -> Path:
 
 
 def data_dir(env: dict[str, str] | None = None) -> Path:
-    """The folder of the price files and the asset catalogue: ``LAB_DATA_DIR``, else ``data/``
+    """The folder of the price files and the asset catalogue: `LAB_DATA_DIR`, else `data/`
     of the project (cheap: hot paths call it, so it reads no file)."""
     env = os.environ if env is None else env
     return Path(env.get("LAB_DATA_DIR") or project_root() / "data").resolve()
@@ -53,7 +57,7 @@ def data_dir(env: dict[str, str] | None = None) -> Path:
 
 @dataclass(frozen=True)
 class Credentials:
-    """A user name and password for InfluxDB. The password never shows in ``repr``."""
+    """A user name and password for InfluxDB. The password never shows in `repr`."""
 
     username: str
     password: str = field(repr=False)
@@ -64,10 +68,10 @@ class Credentials:
 
 @dataclass(frozen=True)
 class Settings:
-    """The lab's configuration. Build it with :func:`load_settings`.
+    """The lab's configuration. Build it with `load_settings`.
 
-    Attributes: ``mode``, ``lab_dir``, ``data_dir``, ``influx_url``, ``influx_database``,
-    ``nats_url`` and the InfluxDB credentials per role (see :meth:`credentials`).
+    Attributes: `mode`, `lab_dir`, `data_dir`, `influx_url`, `influx_database`,
+    `nats_url` and the InfluxDB credentials per role (see `credentials`).
     """
 
     mode: str
@@ -87,7 +91,7 @@ class Settings:
         return self.lab_dir / "credentials.json"
 
     def credentials(self, role: str = "admin") -> Credentials:
-        """The InfluxDB user for ``role`` (``admin``, ``ingest`` or ``reader``)."""
+        """The InfluxDB user for `role` (`admin`, `ingest` or `reader`)."""
         if role not in ROLES:
             raise ConfigError(f"unknown InfluxDB role {role!r}: use one of {', '.join(ROLES)}")
         try:
@@ -126,9 +130,9 @@ def _read_json(path: Path) -> dict:
 
 
 def load_settings(env: dict[str, str] | None = None, lab_dir: Path | str | None = None) -> Settings:
-    """Read the settings from the environment and ``.lab/`` (see the module help).
+    """Read the settings from the environment and `.lab/` (see the module help).
 
-    ``env`` defaults to ``os.environ``; ``lab_dir`` overrides ``LAB_DIR`` (tests use it).
+    `env` defaults to `os.environ`; `lab_dir` overrides `LAB_DIR` (tests use it).
     """
     env = os.environ if env is None else env
     mode = env.get("LAB_MODE", "local").strip().lower()
@@ -174,10 +178,10 @@ def env_value(
     maximum: float | None = None,
     choices: tuple | None = None,
 ):
-    """Read one setting of a service from the environment, checked; :class:`ConfigError`
+    """Read one setting of a service from the environment, checked; `ConfigError`
     (one sentence naming the variable) when it is not valid.
 
-    ``cast`` turns the text into a value (``int``, ``float``, ``str``, :func:`as_bool`...).
+    `cast` turns the text into a value (`int`, `float`, `str`, `as_bool`...).
     """
     env = os.environ if env is None else env
     text = env.get(name)
@@ -197,7 +201,7 @@ def env_value(
 
 
 def as_bool(text: str) -> bool:
-    """``1/true/yes/on`` -> True, ``0/false/no/off`` -> False (any case)."""
+    """`1/true/yes/on` -> True, `0/false/no/off` -> False (any case)."""
     low = text.strip().lower()
     if low in ("1", "true", "yes", "on"):
         return True
@@ -209,8 +213,19 @@ def as_bool(text: str) -> bool:
 as_bool.__name__ = "a boolean (true/false)"
 
 
+def number(text: str) -> float:
+    """A number (`float`), but never NaN, which every range check would let through."""
+    value = float(text)
+    if math.isnan(value):
+        raise ValueError(text)
+    return value
+
+
+number.__name__ = "a number"
+
+
 def csv_list(text: str) -> tuple[str, ...]:
-    """``"btc, eth"`` -> ``("btc", "eth")``."""
+    """`"btc, eth"` -> `("btc", "eth")`."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 

@@ -1,18 +1,18 @@
 """What the lab costs on Azure: one dated table of prices, and the sums made from it.
 
-Notebooks 02 and 06, ``docs/azure.md`` and ``docs/teaching.md`` take their figures from here
+Notebooks 02 and 06, `docs/azure.md` and `docs/teaching.md` take their figures from here
 (a test checks that the docs show this table). The prices are pay-as-you-go list prices in US
-dollars for Linux in East US, as Azure published them in :data:`AS_OF`; other regions differ by
+dollars for Linux in East US, as Azure published them in `AS_OF`; other regions differ by
 a few per cent to a third, and prices change. Check the current ones in the pricing calculator
-(:data:`CALCULATOR`) before a class, and your spending under *Cost Management* in the portal::
+(`CALCULATOR`) before a class, and your spending under *Cost Management* in the portal:
 
     from lab_helpers import costs
 
     costs.cluster_table()                  # the lab's AKS cluster, item by item, per hour
     costs.scenarios()                      # a 3-hour session, a day, a forgotten weekend...
 
-Command line: ``python -m lab_helpers.costs`` prints the Markdown table of ``docs/azure.md``;
-``--write`` puts it there (between its ``costs:begin`` and ``costs:end`` markers).
+Command line: `python -m lab_helpers.costs` prints the Markdown table of `docs/azure.md`;
+`--write` puts it there (between its `costs:begin` and `costs:end` markers).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ VM_PER_HOUR = {
 
 @dataclass(frozen=True)
 class Price:
-    """One billed item: US$ per hour of existence, for ``quantity`` of it."""
+    """One billed item: US$ per hour of existence, for `quantity` of it."""
 
     item: str
     usd_per_hour: float
@@ -56,8 +56,8 @@ class Price:
 def cluster_prices(
     node_count: int = NODE_COUNT, vm_size: str = VM_SIZE, registry: bool = False
 ) -> list[Price]:
-    """The billed items of the lab's AKS cluster (``lab_helpers.azure.create_cluster``) while
-    it exists, with the lab deployed; ``registry=True`` adds an Azure Container Registry
+    """The billed items of the lab's AKS cluster (`lab_helpers.azure.create_cluster`) while
+    it exists, with the lab deployed; `registry=True` adds an Azure Container Registry
     (only needed when you build your own images)."""
     if vm_size not in VM_PER_HOUR:
         known = ", ".join(VM_PER_HOUR)
@@ -93,7 +93,7 @@ def cluster_prices(
 def cluster_table(
     node_count: int = NODE_COUNT, vm_size: str = VM_SIZE, registry: bool = False
 ) -> pd.DataFrame:
-    """:func:`cluster_prices` as a DataFrame (one row per item) with a total per hour."""
+    """`cluster_prices` as a DataFrame (one row per item) with a total per hour."""
     rows = [
         {
             "item": p.item,
@@ -129,7 +129,7 @@ def scenarios(hourly: float | None = None) -> pd.Series:
 
 
 def markdown_table() -> str:
-    """The price table of ``docs/azure.md``, made from :func:`cluster_prices`."""
+    """The price table of `docs/azure.md`, made from `cluster_prices`."""
     lines = [
         "| item | quantity | US$ per hour each | US$ per hour | note |",
         "|---|---|---|---|---|",
@@ -156,7 +156,7 @@ BEGIN, END = "<!-- costs:begin -->", "<!-- costs:end -->"
 
 
 def in_doc(text: str) -> str:
-    """``text`` with the table between the markers replaced by :func:`markdown_table`."""
+    """`text` with the table between the markers replaced by `markdown_table`."""
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     return f"{head}{BEGIN}\n{markdown_table()}\n{END}{tail}"

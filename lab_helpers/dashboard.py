@@ -1,30 +1,30 @@
 """The lab's web dashboard, wherever the notebook runs: its address, the dashboard inside a
 notebook, and the "Price dashboard" tile of JupyterLab's launcher.
 
-From a notebook::
+From a notebook:
 
     from lab_helpers import dashboard
     dashboard.url()     # the address to open in your browser
     dashboard.show()    # the dashboard inside the notebook (JupyterLab), with its link
 
-The dashboard is a page of the ``api`` service, which the local stack runs on port 8000 (or
+The dashboard is a page of the `api` service, which the local stack runs on port 8000 (or
 on a free port when 8000 is taken: the address always names the port it really uses). How
 your browser reaches it depends on where the lab runs:
 
-- **on your machine**: ``http://127.0.0.1:PORT/``;
-- **on Binder or any JupyterHub** (``JUPYTERHUB_SERVICE_PREFIX`` is set): the api is only
+- **on your machine**: `http://127.0.0.1:PORT/`;
+- **on Binder or any JupyterHub** (`JUPYTERHUB_SERVICE_PREFIX` is set): the api is only
   reachable inside the session's container, so the address goes through Jupyter's own proxy
-  (``jupyter-server-proxy``): ``/user/NAME/proxy/PORT/`` on the hub's host;
-- **in GitHub Codespaces** (``CODESPACE_NAME``): the forwarded port,
-  ``https://NAME-PORT.app.github.dev/``.
+  (`jupyter-server-proxy`): `/user/NAME/proxy/PORT/` on the hub's host;
+- **in GitHub Codespaces** (`CODESPACE_NAME`): the forwarded port,
+  `https://NAME-PORT.app.github.dev/`.
 
-Inside JupyterLab, the inline view always goes through Jupyter's proxy, ``/proxy/PORT/``: the
+Inside JupyterLab, the inline view always goes through Jupyter's proxy, `/proxy/PORT/`: the
 page then comes from JupyterLab's own address, the only one the dashboard lets frame it. For
-the same reason the dashboard uses relative addresses only (``api/assets``, not
-``/api/assets``): it works at ``/``, at ``/proxy/PORT/`` and at ``/user/NAME/proxy/PORT/``.
-Its address must end with ``/``.
+the same reason the dashboard uses relative addresses only (`api/assets`, not
+`/api/assets`): it works at `/`, at `/proxy/PORT/` and at `/user/NAME/proxy/PORT/`.
+Its address must end with `/`.
 
-Command line::
+Command line:
 
     python -m lab_helpers.dashboard                 # print the dashboard's address
     python -m lab_helpers.dashboard tile --port N   # the launcher tile's server (Jupyter runs it)
@@ -50,9 +50,9 @@ PROXY_NAME = "dashboard"
 
 
 def api_port(lab_dir: Path | str | None = None) -> int:
-    """The port the local stack's ``api`` service listens on (it serves the dashboard).
+    """The port the local stack's `api` service listens on (it serves the dashboard).
 
-    Raises :class:`~lab_helpers.errors.StackError` with what to do when it is not running.
+    Raises `StackError` with what to do when it is not running.
     """
     from .stack import LocalStack
 
@@ -67,7 +67,7 @@ def api_port(lab_dir: Path | str | None = None) -> int:
 
 def where(env: Mapping[str, str] | None = None) -> str:
     """Where this Python runs, as far as the dashboard's address is concerned:
-    ``"jupyterhub"`` (Binder included), ``"codespaces"`` or ``"local"``."""
+    `"jupyterhub"` (Binder included), `"codespaces"` or `"local"`."""
     env = os.environ if env is None else env
     if env.get("JUPYTERHUB_SERVICE_PREFIX"):
         return "jupyterhub"
@@ -84,8 +84,8 @@ def _hub_prefix(env: Mapping[str, str]) -> str:
 def url(port: int | None = None, *, env: Mapping[str, str] | None = None) -> str:
     """The dashboard's address for your browser, from where the lab runs (see the module help).
 
-    ``port`` is the api's port on this machine (default: where the local stack runs it).
-    On Binder or JupyterHub the address is a path on the hub's host (``/user/NAME/proxy/PORT/``):
+    `port` is the api's port on this machine (default: where the local stack runs it).
+    On Binder or JupyterHub the address is a path on the hub's host (`/user/NAME/proxy/PORT/`):
     a link to it works from any notebook or page of the session.
     """
     env = os.environ if env is None else env
@@ -100,9 +100,9 @@ def url(port: int | None = None, *, env: Mapping[str, str] | None = None) -> str
 
 
 def jupyter_server(pid: int | None = None) -> dict | None:
-    """The running Jupyter server whose process is ``pid`` (default: this kernel's parent,
-    i.e. the server that started this kernel), as Jupyter records it (``url``, ``base_url``,
-    ...); ``None`` outside one (a script, papermill, VS Code) or without the proxy extension."""
+    """The running Jupyter server whose process is `pid` (default: this kernel's parent,
+    i.e. the server that started this kernel), as Jupyter records it (`url`, `base_url`,
+    ...); `None` outside one (a script, papermill, VS Code) or without the proxy extension."""
     try:
         import jupyter_server_proxy  # noqa: F401  the /proxy/PORT/ routes
         from jupyter_server.serverapp import list_running_servers
@@ -114,7 +114,7 @@ def jupyter_server(pid: int | None = None) -> dict | None:
 
 def inline_url(port: int | None = None, *, env: Mapping[str, str] | None = None) -> str | None:
     """The address a notebook frames the dashboard from: through the Jupyter server that runs
-    this kernel (``{base_url}proxy/PORT/``), or ``None`` when no Jupyter server runs it (the
+    this kernel (`{base_url}proxy/PORT/`), or `None` when no Jupyter server runs it (the
     dashboard only lets pages of its own address frame it)."""
     env = os.environ if env is None else env
     port = api_port() if port is None else port
@@ -130,7 +130,7 @@ def inline_url(port: int | None = None, *, env: Mapping[str, str] | None = None)
 class Dashboard:
     """The dashboard as a notebook output: the page itself (in JupyterLab) and its link.
 
-    Made by :func:`show`. As text (a terminal, a log) it is the link alone.
+    Made by `show`. As text (a terminal, a log) it is the link alone.
     """
 
     def __init__(self, link: str, frame: str | None, height: int):
@@ -158,10 +158,10 @@ class Dashboard:
 
 
 def show(port: int | None = None, *, height: int = 640) -> Dashboard:
-    """The live dashboard inside the notebook, with its link (see :func:`url`).
+    """The live dashboard inside the notebook, with its link (see `url`).
 
     In JupyterLab (on your machine, Binder, JupyterHub or Codespaces) the page shows in the
-    cell's output, ``height`` pixels high, and updates itself as ticks arrive; elsewhere (a
+    cell's output, `height` pixels high, and updates itself as ticks arrive; elsewhere (a
     headless run, VS Code) only the link shows.
     """
     if not isinstance(height, int) or not 100 <= height <= 5000:
@@ -174,13 +174,13 @@ def show(port: int | None = None, *, height: int = 640) -> Dashboard:
 
 
 def server_proxy() -> dict:
-    """The ``jupyter-server-proxy`` entry of the dashboard (registered in ``pyproject.toml``):
-    a launcher tile "Price dashboard" that opens ``{base_url}dashboard/``.
+    """The `jupyter-server-proxy` entry of the dashboard (registered in `pyproject.toml`):
+    a launcher tile "Price dashboard" that opens `{base_url}dashboard/`.
 
-    The api normally runs already (``make lab`` and Binder start the stack), maybe not on port
+    The api normally runs already (`make lab` and Binder start the stack), maybe not on port
     8000, and it may stop and start again on another port while Jupyter runs. So the tile does
-    not start an api of its own: Jupyter starts :func:`serve_tile`, a tiny server that sends
-    the browser on to ``{base_url}proxy/PORT/`` with the port the api has right now, and
+    not start an api of its own: Jupyter starts `serve_tile`, a tiny server that sends
+    the browser on to `{base_url}proxy/PORT/` with the port the api has right now, and
     starts the stack first if it is not running.
     """
     return {
@@ -229,8 +229,8 @@ class _Starter:
 
 
 def serve_tile(port: int, lab_dir: Path | str | None = None) -> None:
-    """Answer on ``127.0.0.1:port`` until stopped: ``GET /`` redirects to the api through
-    Jupyter's proxy (``../proxy/PORT/``, relative, so it works under any base URL); while the
+    """Answer on `127.0.0.1:port` until stopped: `GET /` redirects to the api through
+    Jupyter's proxy (`../proxy/PORT/`, relative, so it works under any base URL); while the
     stack starts, a page that reloads itself; if it cannot start, the reason."""
     starter = _Starter(lab_dir)
 
@@ -272,7 +272,7 @@ def serve_tile(port: int, lab_dir: Path | str | None = None) -> None:
 
 @command_line
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m lab_helpers.dashboard [tile --port N]``."""
+    """Command line: `python -m lab_helpers.dashboard [tile --port N]`."""
     import argparse
 
     parser = argparse.ArgumentParser(

@@ -1,23 +1,23 @@
 """The bundled price history: loaders that return tidy tables.
 
-Every CSV in ``data/`` (see ``data/README.md`` for sources and licences) is one *data set*:
+Every CSV in `data/` (see `data/README.md` for sources and licences) is one *data set*:
 one asset at one frequency from one kind of source, listed with its asset in the asset
-catalogue ``data/assets.yaml`` (:mod:`lab_helpers.catalogue`). :func:`load` reads one data set,
-:func:`load_prices` stacks several assets, :func:`to_wide` turns the long table into one
+catalogue `data/assets.yaml` (`lab_helpers.catalogue`). `load` reads one data set,
+`load_prices` stacks several assets, `to_wide` turns the long table into one
 column per asset.
 
 The long ("tidy") table has one row per asset and timestamp:
 
-``time``    the UTC instant the price was set (``datetime64[ns, UTC]``, see below)
-``date``    the source's calendar label, midnight, no time zone (daily and monthly sets)
-``asset``   the asset's name in the catalogue (``btc``, ``eth``, ... ``gold``, ``silver``)
-``price``   in the asset's unit: USD per coin, USD per troy ounce for metals (``float64``)
-and the file's extra columns (``open``, ``high``, ``low``, ``volume``) as ``float64``.
+`time`    the UTC instant the price was set (`datetime64[ns, UTC]`, see below)
+`date`    the source's calendar label, midnight, no time zone (daily and monthly sets)
+`asset`   the asset's name in the catalogue (`btc`, `eth`, ... `gold`, `silver`)
+`price`   in the asset's unit: USD per coin, USD per troy ounce for metals (`float64`)
+and the file's extra columns (`open`, `high`, `low`, `volume`) as `float64`.
 
-Why ``time`` and ``date`` differ: a source labels a row with a calendar day, but the price was
+Why `time` and `date` differ: a source labels a row with a calendar day, but the price was
 set at a precise moment. A crypto close for 2021-04-14 is the price at the *end* of that UTC
 day, while the London gold fix for the same day was set at 15:00 London time. The rules are in
-:data:`TIME_CONVENTIONS`. Join sources on ``date`` to compare "the same day"; use ``time``
+`TIME_CONVENTIONS`. Join sources on `date` to compare "the same day"; use `time`
 when the order of events matters.
 """
 
@@ -52,8 +52,8 @@ _VIEWS = {
 
 
 def __getattr__(name: str):
-    """``ASSETS`` (every asset's name), ``ASSET_KIND`` (``{asset: kind}``) and ``DATASETS``
-    (every bundled file by key): views of the asset catalogue (``data/assets.yaml``)."""
+    """`ASSETS` (every asset's name), `ASSET_KIND` (`{asset: kind}`) and `DATASETS`
+    (every bundled file by key): views of the asset catalogue (`data/assets.yaml`)."""
     if name in _VIEWS:
         return _VIEWS[name](catalogue.load())
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -64,25 +64,25 @@ def _choices(values: Iterable[str]) -> str:
 
 
 def normalize_asset(name: object, *, data_dir: Path | str | None = None) -> str | None:
-    """The lab's name for an asset (``"XBT"`` -> ``"btc"``), or ``None`` if it is unknown.
+    """The lab's name for an asset (`"XBT"` -> `"btc"`), or `None` if it is unknown.
 
     Case and surrounding spaces are ignored; the aliases of the catalogue and ticker forms
-    against the US dollar (``BTC-USD``, ``btc/usd``, ``XAUUSD``) are understood.
+    against the US dollar (`BTC-USD`, `btc/usd`, `XAUUSD`) are understood.
     """
     return catalogue.load(data_dir).normalize(name)
 
 
 def resolve_asset(name: object, *, data_dir: Path | str | None = None) -> str:
-    """Like :func:`normalize_asset`, but an unknown name raises :class:`UnknownAssetError`."""
+    """Like `normalize_asset`, but an unknown name raises `UnknownAssetError`."""
     return catalogue.load(data_dir).resolve(name)
 
 
 def catalog(*, data_dir: Path | str | None = None) -> pd.DataFrame:
     """All bundled data sets, one row each (metadata only, nothing is read from disk).
 
-    Columns: ``dataset`` (the key for :func:`load`), ``asset``, ``kind``, ``frequency``,
-    ``unit``, ``source``, ``time_convention`` (how ``time`` is derived), ``description``,
-    ``publisher`` and ``file``. The assets themselves are in ``catalogue.load().frame()``.
+    Columns: `dataset` (the key for `load`), `asset`, `kind`, `frequency`,
+    `unit`, `source`, `time_convention` (how `time` is derived), `description`,
+    `publisher` and `file`. The assets themselves are in `catalogue.load().frame()`.
     """
     assets = catalogue.load(data_dir)
     rows = [
@@ -138,7 +138,7 @@ def _numeric_column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 
 def _to_utc(labels: pd.Series, convention: TimeConvention) -> pd.Series:
-    """Apply a :class:`TimeConvention` to naive labels (vectorised, DST aware)."""
+    """Apply a `TimeConvention` to naive labels (vectorised, DST aware)."""
     wall = labels + convention.offset
     return wall.dt.tz_localize(convention.tz).dt.tz_convert("UTC").dt.as_unit("ns")
 
@@ -146,9 +146,9 @@ def _to_utc(labels: pd.Series, convention: TimeConvention) -> pd.Series:
 def load(dataset: str, *, data_dir: Path | str | None = None) -> pd.DataFrame:
     """Read one bundled data set as a tidy table (see the module help for the columns).
 
-    ``dataset`` is a key of :func:`catalog` such as ``"btc_usd_daily"`` or
-    ``"gold_usd_monthly"`` (case does not matter). The files are read from ``data_dir``,
-    by default the lab's ``data/`` folder or ``LAB_DATA_DIR``.
+    `dataset` is a key of `catalog` such as `"btc_usd_daily"` or
+    `"gold_usd_monthly"` (case does not matter). The files are read from `data_dir`,
+    by default the lab's `data/` folder or `LAB_DATA_DIR`.
 
     >>> load("btc_usd_daily").tail(1)  # doctest: +SKIP
     """
@@ -199,7 +199,7 @@ def _as_list(assets: str | Iterable[str] | None) -> list[str] | None:
 def _pick(
     assets: catalogue.Catalogue, asset: str, frequency: str, source: str | None
 ) -> Dataset | None:
-    """The data set for one asset: ``source`` if it has one, else the preferred source."""
+    """The data set for one asset: `source` if it has one, else the preferred source."""
     options = [d for d in assets[asset].datasets if d.frequency == frequency]
     if not options:
         return None
@@ -214,12 +214,12 @@ def load_prices(
     *,
     data_dir: Path | str | None = None,
 ) -> pd.DataFrame:
-    """Prices of several assets in one tidy table, sorted by ``time`` then ``asset``.
+    """Prices of several assets in one tidy table, sorted by `time` then `asset`.
 
-    ``assets``: one name or a list (``"BTC"``, ``"xbt"``, ``"gold"``, ``"XAU"`` ...); default:
-    every asset with data at that ``frequency``. ``frequency``: ``"daily"`` (default),
-    ``"1min"`` or ``"monthly"``. ``source``: which data set to use for an asset that has
-    several. Daily metals come from the London fixes (1968-2020) unless ``source="futures"``
+    `assets`: one name or a list (`"BTC"`, `"xbt"`, `"gold"`, `"XAU"` ...); default:
+    every asset with data at that `frequency`. `frequency`: `"daily"` (default),
+    `"1min"` or `"monthly"`. `source`: which data set to use for an asset that has
+    several. Daily metals come from the London fixes (1968-2020) unless `source="futures"`
     (2018-2025); assets without such a source (crypto) keep their usual one.
 
     >>> load_prices(["btc", "gold"]).head()  # doctest: +SKIP
@@ -258,11 +258,11 @@ def load_prices(
 
 
 def to_wide(df: pd.DataFrame, value: str = "price", on: str = "date") -> pd.DataFrame:
-    """Pivot a tidy table to one column per asset, indexed by ``on`` (``"date"`` or ``"time"``).
+    """Pivot a tidy table to one column per asset, indexed by `on` (`"date"` or `"time"`).
 
-    ``on="date"`` lines up rows that carry the same calendar label (a crypto close and a gold
-    fix of the same day); ``on="time"`` keeps the exact instants, so different sources rarely
-    share a row. Days an asset has no price (metals at weekends) are ``NaN``.
+    `on="date"` lines up rows that carry the same calendar label (a crypto close and a gold
+    fix of the same day); `on="time"` keeps the exact instants, so different sources rarely
+    share a row. Days an asset has no price (metals at weekends) are `NaN`.
 
     >>> to_wide(load_prices(["btc", "gold"])).dropna().tail()  # doctest: +SKIP
     """

@@ -1,10 +1,10 @@
 """The plumbing of notebook 05 (polling or push?): a source of its own to measure with, and
 the servers' own counters that check a learner's measurements.
 
-- :func:`start_source`: one more ``source`` process, at a known pace, for the measurement;
-- :func:`nats_connections`: what the NATS server counted for the connections of a name;
-- :func:`api_metrics`: the api's Prometheus counters, as numbers;
-- :func:`sse_events`: the events of a Server-Sent Events text (what ``curl -N`` prints).
+- `start_source`: one more `source` process, at a known pace, for the measurement;
+- `nats_connections`: what the NATS server counted for the connections of a name;
+- `api_metrics`: the api's Prometheus counters, as numbers;
+- `sse_events`: the events of a Server-Sent Events text (what `curl -N` prints).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,12 +22,13 @@ import requests
 
 from .errors import StackError
 from .stack import LocalStack, free_port
+from .wait import wait_for
 
 SUBSCRIBER = "notebook-05-subscriber"
 """The NATS connection name of the learner's subscriber: the broker's counters are found by
 it."""
 DATASET = "sol_usd_daily"
-"""What the measurement source replays: one tick per day of Solana's history, at ``rate``."""
+"""What the measurement source replays: one tick per day of Solana's history, at `rate`."""
 FRESH_ROWS = 300
 """Rows the replay needs ahead of the last stored price to start after it (else: from the
 beginning)."""
@@ -36,8 +36,8 @@ beginning)."""
 
 @dataclass
 class MeasurementSource:
-    """A ``source`` process started by :func:`start_source`; stop it with :meth:`stop` (or
-    use it in a ``with`` block). It is stopped at the latest when the kernel exits."""
+    """A `source` process started by `start_source`; stop it with `stop` (or
+    use it in a `with` block). It is stopped at the latest when the kernel exits."""
 
     stack: LocalStack
     process: subprocess.Popen
@@ -54,7 +54,7 @@ class MeasurementSource:
         return self.stack.settings.require_nats_url()
 
     def stats(self) -> dict:
-        """The source's own counters (``GET /stats``)."""
+        """The source's own counters (`GET /stats`)."""
         return requests.get(self.url + "/stats", timeout=5).json()
 
     def last_seq(self) -> int:
@@ -62,13 +62,13 @@ class MeasurementSource:
         return self.stats()["last_seq"]
 
     def ticks(self, after: int, limit: int = 1000) -> dict:
-        """One poll of ``GET /ticks``: the ticks after ``after`` that the source still keeps."""
+        """One poll of `GET /ticks`: the ticks after `after` that the source still keeps."""
         params = {"after": after, "limit": limit}
         return requests.get(self.url + "/ticks", params=params, timeout=5).json()
 
     def stop(self, timeout: float = 15.0) -> int:
         """Stop the process and return its exit code: SIGTERM (it finishes cleanly), then,
-        if it has not ended within ``timeout`` seconds, SIGKILL (the code is then -9)."""
+        if it has not ended within `timeout` seconds, SIGKILL (the code is then -9)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -109,16 +109,16 @@ def start_source(
     rate: float, buffer: int, *, dataset: str = DATASET, stack: LocalStack | None = None,
     timeout: float = 30.0,
 ) -> MeasurementSource:  # fmt: skip
-    """Start one more ``source`` process for a measurement and wait until it publishes.
+    """Start one more `source` process for a measurement and wait until it publishes.
 
-    It is the same program as the stack's source (``services/source/main.py``), on a free
-    port, configured only by its environment: it replays ``dataset`` at ``rate`` ticks per
-    second in a loop, keeps its last ``buffer`` ticks for pollers (``GET /ticks``), and
-    publishes each tick to the stack's NATS on ``ticks.<asset>``, so its ticks also flow
-    through the pipeline. Its log is in the stack's ``logs/`` folder.
+    It is the same program as the stack's source (`services/source/main.py`), on a free
+    port, configured only by its environment: it replays `dataset` at `rate` ticks per
+    second in a loop, keeps its last `buffer` ticks for pollers (`GET /ticks`), and
+    publishes each tick to the stack's NATS on `ticks.<asset>`, so its ticks also flow
+    through the pipeline. Its log is in the stack's `logs/` folder.
 
-    Example: ``source = start_source(rate=10, buffer=20)``, then ``source.url``,
-    ``source.subject``, ``source.last_seq()``, and ``source.stop()`` at the end.
+    Example: `source = start_source(rate=10, buffer=20)`, then `source.url`,
+    `source.subject`, `source.last_seq()`, and `source.stop()` at the end.
     """
     from .data import DATASETS
 
@@ -145,23 +145,24 @@ def start_source(
         buffer, log,
     )  # fmt: skip
     atexit.register(source.stop)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def publishing() -> bool:
         if process.poll() is not None:
             source.stop()
             raise StackError(f"the measurement source stopped at start-up: see {log}")
         try:
-            if source.last_seq() is not None:
-                return source  # it has published its first tick
+            return source.last_seq() is not None  # it has published its first tick
         except requests.RequestException:
-            pass  # not listening yet
-        time.sleep(0.1)
-    source.stop()
-    raise StackError(f"the measurement source did not start within {timeout:.0f} s: see {log}")
+            return False  # not listening yet
+
+    if not wait_for(publishing, timeout, error=None):
+        source.stop()
+        raise StackError(f"the measurement source did not start within {timeout:.0f} s: see {log}")
+    return source
 
 
 def service_url(name: str, stack: LocalStack | None = None) -> str:
-    """The address of one of the stack's services (``api``, ``source``...), running. A
+    """The address of one of the stack's services (`api`, `source`...), running. A
     service that is busy and slow to answer its health check still counts."""
     stack = stack or LocalStack()
     for status in stack.status():
@@ -171,7 +172,7 @@ def service_url(name: str, stack: LocalStack | None = None) -> str:
 
 
 def nats_monitor_url(stack: LocalStack) -> str:
-    """The address of the NATS server's monitoring endpoint (``/connz``, ``/varz``...)."""
+    """The address of the NATS server's monitoring endpoint (`/connz`, `/varz`...)."""
     try:
         return json.loads(stack.state_file.read_text())["nats"]["monitor_url"]
     except (OSError, KeyError, ValueError):
@@ -179,9 +180,9 @@ def nats_monitor_url(stack: LocalStack) -> str:
 
 
 def nats_connections(stack: LocalStack, name: str) -> list[dict]:
-    """What the NATS server counted for the client connections named ``name``, open and
-    recently closed, newest first: ``cid``, ``open``, ``out_msgs`` (messages it delivered to
-    the connection) and ``subjects`` (of the subscriptions still open)."""
+    """What the NATS server counted for the client connections named `name`, open and
+    recently closed, newest first: `cid`, `open`, `out_msgs` (messages it delivered to
+    the connection) and `subjects` (of the subscriptions still open)."""
     monitor = nats_monitor_url(stack)
     found = []
     # Newest first in each state (these sort orders are descending), so the limit only
@@ -200,8 +201,8 @@ def nats_connections(stack: LocalStack, name: str) -> list[dict]:
 
 
 def api_metrics(api_url: str) -> dict[tuple[str, frozenset], float]:
-    """The api's Prometheus metrics (``GET /metrics``) as ``{(name, labels): value}``, the
-    labels as a frozenset of ``(label, value)`` pairs."""
+    """The api's Prometheus metrics (`GET /metrics`) as `{(name, labels): value}`, the
+    labels as a frozenset of `(label, value)` pairs."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = requests.get(api_url.rstrip("/") + "/metrics", timeout=5).text
@@ -213,13 +214,13 @@ def api_metrics(api_url: str) -> dict[tuple[str, frozenset], float]:
 
 
 def metric(metrics: dict, name: str, **labels: str) -> float:
-    """One value of :func:`api_metrics` (0 when the api has not counted it yet)."""
+    """One value of `api_metrics` (0 when the api has not counted it yet)."""
     return metrics.get((name, frozenset(labels.items())), 0.0)
 
 
 def sse_events(text: str) -> list[dict]:
-    """The events of a Server-Sent Events text, each ``{"event": ..., "data": ...}`` (the
-    data decoded from JSON when it is JSON); comment lines (``: ...``) are skipped."""
+    """The events of a Server-Sent Events text, each `{"event": ..., "data": ...}` (the
+    data decoded from JSON when it is JSON); comment lines (`: ...`) are skipped."""
     events, current = [], {}
     for line in text.splitlines() + [""]:
         if not line:

@@ -1,6 +1,6 @@
 """A Dockerfile checked the way the lab's own images are: read by Docker's own parser, linted by
 hadolint, held to the lab's rules, and its command run as a local process whose `/healthz`
-must answer. No Docker engine needed::
+must answer. No Docker engine needed:
 
     from lab_helpers import dockerfiles
 
@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -35,6 +34,7 @@ import requests
 
 from .commands import tool_path
 from .errors import LabError
+from .wait import wait_for
 
 # A base image pinned to one release: a tag with a version number (python:3.11.13-slim-...),
 # or a digest. `latest`, no tag, or a bare major version (python:3) move under your feet.
@@ -87,7 +87,7 @@ def _unquote(value: str) -> str:
 
 
 def parse(text: str) -> Image:
-    """Read a Dockerfile with Docker's own parser; a :class:`DockerfileError` when it cannot."""
+    """Read a Dockerfile with Docker's own parser; a `DockerfileError` when it cannot."""
     import dockerfile
 
     if not isinstance(text, str) or not text.strip():
@@ -145,8 +145,8 @@ def parse(text: str) -> Image:
 
 
 def hadolint(text: str, threshold: str = "warning") -> list[str]:
-    """hadolint's findings at ``threshold`` or worse, one line each (`line 3 DL3006 warning:
-    ...`); `[]` when clean. A :class:`LabError` says how to install hadolint when it is missing."""
+    """hadolint's findings at `threshold` or worse, one line each (`line 3 DL3006 warning:
+    ...`); `[]` when clean. A `LabError` says how to install hadolint when it is missing."""
     import json
 
     found = shutil.which("hadolint", path=tool_path())
@@ -180,8 +180,8 @@ def _pinned(base: str, stage_names: set[str]) -> bool:
 
 
 def in_image(image: Image, path: str, root: Path) -> bool:
-    """Would ``path`` (absolute in the container, or relative to the final WORKDIR) exist in the
-    final image, given its `COPY` instructions and the repository at ``root``?"""
+    """Would `path` (absolute in the container, or relative to the final WORKDIR) exist in the
+    final image, given its `COPY` instructions and the repository at `root`?"""
     target = PurePosixPath(image.workdir) / path
     for sources, dest, workdir in image.copies:
         destination = PurePosixPath(workdir) / dest
@@ -264,7 +264,7 @@ def rule_problems(image: Image, root: Path, port_variable: str = "LAB_PORT") -> 
 
 @dataclass
 class LocalRun:
-    """The image's command, running as a local process; :meth:`probe` asks it over HTTP."""
+    """The image's command, running as a local process; `probe` asks it over HTTP."""
 
     process: subprocess.Popen
     url: str
@@ -277,7 +277,7 @@ class LocalRun:
         return "\n".join(text.strip().splitlines()[-5:])
 
     def get(self, path: str):
-        """The answer of GET ``path`` (once the program answers): its JSON, else its text."""
+        """The answer of GET `path` (once the program answers): its JSON, else its text."""
         self.probe("/healthz")
         answer = requests.get(self.url + path, timeout=10)
         try:
@@ -286,10 +286,10 @@ class LocalRun:
             return f"{answer.status_code}: {answer.text[:300]}"
 
     def probe(self, path: str = "/healthz", timeout: float = 20.0) -> int:
-        """The status code of GET ``path``, asked until the program answers; a
-        :class:`DockerfileError` when it exits or does not answer within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
+        """The status code of GET `path`, asked until the program answers; a
+        `DockerfileError` when it exits or does not answer within `timeout`."""
+
+        def status() -> int | None:
             if self.process.poll() is not None:
                 last = self.output().splitlines()[-1:] or ["(nothing printed)"]
                 raise DockerfileError(
@@ -299,12 +299,14 @@ class LocalRun:
             try:
                 return requests.get(self.url + path, timeout=2).status_code
             except requests.RequestException:
-                if time.monotonic() > deadline:
-                    raise DockerfileError(
-                        f"nothing answered {path} within {timeout:.0f} s on the port the "
-                        "program was given"
-                    ) from None
-                time.sleep(0.2)
+                return None
+
+        code = wait_for(status, timeout, every=0.2, error=None)
+        if code is None:
+            raise DockerfileError(
+                f"nothing answered {path} within {timeout:.0f} s on the port the program was given"
+            )
+        return code
 
 
 @contextlib.contextmanager
@@ -314,8 +316,8 @@ def run_locally(
     env: dict[str, str] | None = None,
     port_variable: str = "LAB_PORT",
 ) -> Iterator[LocalRun]:
-    """Run the image's `ENTRYPOINT`/`CMD` from ``root`` as a local process, with the file's
-    `ENV` (see the module help) plus ``env``, listening on a free port of 127.0.0.1; stopped
+    """Run the image's `ENTRYPOINT`/`CMD` from `root` as a local process, with the file's
+    `ENV` (see the module help) plus `env`, listening on a free port of 127.0.0.1; stopped
     (SIGTERM, then SIGKILL) at the end of the block."""
     from .stack import free_port
 

@@ -1,8 +1,8 @@
 """Errors the lab raises on purpose, each with one sentence that says what to do.
 
 Every error a learner can cause (a typo in an asset name, a stopped server, a wrong
-password) is a :class:`LabError`. In Jupyter, importing :mod:`lab_helpers` installs a
-handler that shows a ``LabError`` as its one-line message instead of a long traceback;
+password) is a `LabError`. In Jupyter, importing `lab_helpers` installs a
+handler that shows a `LabError` as its one-line message instead of a long traceback;
 the cell still fails, so papermill and the tests still see the error.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 
 class LabError(Exception):
-    """Base class: a problem the learner can fix; ``str(err)`` says how."""
+    """Base class: a problem the learner can fix; `str(err)` says how."""
 
 
 class ConfigError(LabError):
@@ -51,7 +51,7 @@ class InfluxAuthError(InfluxError):
 class PartialWriteError(InfluxError):
     """Some lines were rejected by InfluxDB; every other line was stored.
 
-    ``rejected`` is a list of ``(line, reason)`` pairs; ``written`` counts the stored points.
+    `rejected` is a list of `(line, reason)` pairs; `written` counts the stored points.
     """
 
     def __init__(self, message: str, rejected: list[tuple[str, str]], written: int):
@@ -61,7 +61,7 @@ class PartialWriteError(InfluxError):
 
 
 def command_line(main: Callable[..., int]) -> Callable[..., int]:
-    """For the ``main()`` of a ``python -m lab_helpers.X`` command: a :class:`LabError` becomes
+    """For the `main()` of a `python -m lab_helpers.X` command: a `LabError` becomes
     one ⛔ line on stderr and exit code 1, never a traceback."""
 
     @functools.wraps(main)

@@ -1,20 +1,20 @@
 """The cleaning step (the "T" of ETL) for price rows: bundled CSVs and live ticks alike.
 
-:func:`clean` takes a raw table, for instance ``pd.DataFrame(list_of_tick_dicts)`` with strings
-for numbers, empty strings, ``None``, unknown assets and odd timestamps, and splits it in two:
+`clean` takes a raw table, for instance `pd.DataFrame(list_of_tick_dicts)` with strings
+for numbers, empty strings, `None`, unknown assets and odd timestamps, and splits it in two:
 
-* ``clean``: tidy rows (``time`` in UTC, ``asset``, ``price`` in USD per coin or per troy
-  ounce, extra numeric fields as ``float64``, flags ``filled`` and ``suspect``), sorted by
+* `clean`: tidy rows (`time` in UTC, `asset`, `price` in USD per coin or per troy
+  ounce, extra numeric fields as `float64`, flags `filled` and `suspect`), sorted by
   asset then time;
-* ``quarantine``: every rejected row with its ORIGINAL values, its position in the input
-  (``row``) and the ``reason`` it was rejected.
+* `quarantine`: every rejected row with its ORIGINAL values, its position in the input
+  (`row`) and the `reason` it was rejected.
 
 Every input row ends up in exactly one of the two, so
-``len(result.clean) + len(result.quarantine) == len(raw)`` always holds. Bad rows never raise;
-only a table without a ``time`` or ``price`` column does.
+`len(result.clean) + len(result.quarantine) == len(raw)` always holds. Bad rows never raise;
+only a table without a `time` or `price` column does.
 
-The rules run in the order of :data:`RULES`; a row is quarantined by the first rule it fails.
-``docs/etl.md`` explains each rule with an example. The reasons are listed in :data:`REASONS`.
+The rules run in the order of `RULES`; a row is quarantined by the first rule it fails.
+`docs/etl.md` explains each rule with an example. The reasons are listed in `REASONS`.
 Jumps and gaps are judged within one batch: the cleaner keeps no memory between calls.
 """
 
@@ -61,10 +61,10 @@ _EMPTY_SPELLINGS = frozenset(
 )
 
 FUTURE_TOLERANCE = pd.Timedelta(days=1)
-"""Times more than this after ``now`` are "timestamp out of range": a clock may be a little
+"""Times more than this after `now` are "timestamp out of range": a clock may be a little
 ahead, and a daily close may be stamped at the end of a day that has not ended yet in UTC,
 but a price a day ahead of now is a broken clock or a wrong time zone. (Times before the
-asset's ``earliest`` date in the catalogue are "timestamp too early".)"""
+asset's `earliest` date in the catalogue are "timestamp too early".)"""
 
 # Epoch numbers: the unit is inferred from the magnitude |x|. 1e11 s is the year 5138 and
 # 1e11 ms is 1973-03-03, so every time from 1973 to 5138 is unambiguous in any unit; older
@@ -75,23 +75,23 @@ EPOCH_UNITS: tuple[tuple[float, str, int], ...] = (
     (1e17, "us", 10**3),  # |x| < 1e17 -> microseconds
     (np.inf, "ns", 1),  # anything larger -> nanoseconds
 )
-"""``(upper bound of |x|, unit, nanoseconds per unit)`` for epoch numbers, smallest first."""
+"""`(upper bound of |x|, unit, nanoseconds per unit)` for epoch numbers, smallest first."""
 
 TROY_OUNCE_GRAMS = 31.1034768
 """Grams in one troy ounce (the unit of precious-metal prices)."""
 
 DEFAULT_FILL_GAP = pd.Timedelta("3D")
-"""How old a price may be to fill a missing one (``clean(fill_missing=True)``)."""
+"""How old a price may be to fill a missing one (`clean(fill_missing=True)`)."""
 
 QUARANTINED_ATTR = "etl_result"
-"""``result.clean.attrs[QUARANTINED_ATTR]``: ``{"clean": rows kept, "quarantined": {reason:
-rows}}`` of the :func:`clean` call that made the table (``InfluxDB.write`` uses it to say why
+"""`result.clean.attrs[QUARANTINED_ATTR]`: `{"clean": rows kept, "quarantined": {reason:
+rows}}` of the `clean` call that made the table (`InfluxDB.write` uses it to say why
 a clean table is empty)."""
 
 PRICE_FIELDS = ("price", "open", "high", "low")
-"""Columns in the price unit: :func:`convert_units` scales them all."""
+"""Columns in the price unit: `convert_units` scales them all."""
 NUMERIC_FIELDS = ("open", "high", "low", "volume")
-"""Optional fields that are always numbers; an unreadable value becomes ``NaN``."""
+"""Optional fields that are always numbers; an unreadable value becomes `NaN`."""
 
 # Units: "<currency>/<quantity>" such as "USD/ozt", "USc/g", "USD"; spaces and case are ignored.
 _CURRENCY = {"usd": 1.0, "$": 1.0, "usc": 0.01, "cents": 0.01, "¢": 0.01}
@@ -108,7 +108,7 @@ QUANTITIES: dict[str, tuple[str, float]] = {
     "lb": ("mass", 453.59237),
 }
 """The quantities a unit can convert between, with their dimension and size (mass in grams).
-A quantity not listed (``bbl``, ``mwh`` ...) is accepted only as the asset's own."""
+A quantity not listed (`bbl`, `mwh` ...) is accepted only as the asset's own."""
 _OUTPUT_FLAGS = ("filled", "suspect")
 # datetime64[ns] holds 1677..2262; times outside these bounds are out of range anyway.
 _NS_LOW, _NS_HIGH = pd.Timestamp("1700-01-01"), pd.Timestamp("2262-01-01")
@@ -117,7 +117,7 @@ _OFFSET = r"(?:[zZ]|[+-]\d\d(?::?\d\d)?)$"
 
 
 def _parse_unit(unit: object) -> tuple[float, str] | None:
-    """``"USc / g"`` -> ``(0.01, "g")``; ``None`` for text that is not a unit."""
+    """`"USc / g"` -> `(0.01, "g")`; `None` for text that is not a unit."""
     if not isinstance(unit, str):
         return None
     text = unit.strip().lower().replace(" per ", "/").replace(" ", "")
@@ -128,12 +128,12 @@ def _parse_unit(unit: object) -> tuple[float, str] | None:
 
 
 def unit_factor(unit: object, asset_unit: str) -> float | None:
-    """The factor that turns a price in ``unit`` into the asset's own unit ``asset_unit``
-    (its ``unit`` in the catalogue, e.g. ``"USD/ozt"``).
+    """The factor that turns a price in `unit` into the asset's own unit `asset_unit`
+    (its `unit` in the catalogue, e.g. `"USD/ozt"`).
 
-    Returns ``None`` for a unit that is unknown or that does not fit the asset (a coin priced
-    per gram). ``unit_factor("USD/g", "USD/ozt")`` is 31.1034768; ``unit_factor("USc",
-    "USD/coin")`` is 0.01; ``USD`` alone means the asset's own quantity.
+    Returns `None` for a unit that is unknown or that does not fit the asset (a coin priced
+    per gram). `unit_factor("USD/g", "USD/ozt")` is 31.1034768; `unit_factor("USc",
+    "USD/coin")` is 0.01; `USD` alone means the asset's own quantity.
     """
     given, own = _parse_unit(unit), _parse_unit(asset_unit)
     if given is None or own is None:
@@ -149,14 +149,14 @@ def unit_factor(unit: object, asset_unit: str) -> float | None:
 
 @dataclass(eq=False)
 class Batch:
-    """A batch on its way through the rules: what each function in :data:`RULES` works on.
+    """A batch on its way through the rules: what each function in `RULES` works on.
 
-    ``frame`` is a working copy of the input (column names stripped and lower-cased, positions
-    0..n-1 as index) that the rules convert column by column. ``reason[i]`` is ``None`` while
-    row ``i`` is still in, else why it was quarantined. ``filled`` and ``suspect`` are the flags
-    of the clean rows; ``order`` (set by :func:`drop_duplicates`) lists the clean rows'
-    positions sorted by asset and time. ``assets`` is the asset catalogue the rules follow.
-    The other attributes are the options of :func:`clean`.
+    `frame` is a working copy of the input (column names stripped and lower-cased, positions
+    0..n-1 as index) that the rules convert column by column. `reason[i]` is `None` while
+    row `i` is still in, else why it was quarantined. `filled` and `suspect` are the flags
+    of the clean rows; `order` (set by `drop_duplicates`) lists the clean rows'
+    positions sorted by asset and time. `assets` is the asset catalogue the rules follow.
+    The other attributes are the options of `clean`.
     """
 
     frame: pd.DataFrame
@@ -182,7 +182,7 @@ class Batch:
         return pd.isna(self.reason)
 
     def reject(self, mask, reason: str) -> None:
-        """Quarantine the rows in ``mask`` with ``reason`` (rows already out keep theirs)."""
+        """Quarantine the rows in `mask` with `reason` (rows already out keep theirs)."""
         hit = np.asarray(mask, dtype=bool) & self.alive
         self.reason[hit] = reason
 
@@ -203,7 +203,7 @@ def _kind_of_type(t: type) -> str:
 
 
 def _kinds(values: pd.Series) -> np.ndarray:
-    """What each value is: ``"na"``, ``"str"``, ``"num"``, ``"time"`` or ``"other"``."""
+    """What each value is: `"na"`, `"str"`, `"num"`, `"time"` or `"other"`."""
     dtype = values.dtype
     if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_complex_dtype(dtype):
         kind = "other"
@@ -225,7 +225,7 @@ def _kinds(values: pd.Series) -> np.ndarray:
 
 
 def _to_float(values: pd.Series, kinds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Numbers and numeric text as float64; returns ``(floats, not_a_number)``."""
+    """Numbers and numeric text as float64; returns `(floats, not_a_number)`."""
     out = np.full(len(values), np.nan)
     num = kinds == "num"
     if num.any():
@@ -257,10 +257,10 @@ def _beyond(times) -> np.ndarray:
 
 
 def _localize(naive: pd.Series, zone: str) -> tuple[pd.Series, np.ndarray]:
-    """Naive wall-clock times in ``zone`` as UTC ns, plus where they are beyond 1700..2262
-    (-1 before, +1 after, see :func:`_beyond`).
+    """Naive wall-clock times in `zone` as UTC ns, plus where they are beyond 1700..2262
+    (-1 before, +1 after, see `_beyond`).
 
-    A wall-clock time that does not exist or is ambiguous in ``zone`` (DST changes) is NaT.
+    A wall-clock time that does not exist or is ambiguous in `zone` (DST changes) is NaT.
     """
     far = _beyond(naive)
     inside = naive.where(far == 0).dt.as_unit("ns")
@@ -271,7 +271,7 @@ def _localize(naive: pd.Series, zone: str) -> tuple[pd.Series, np.ndarray]:
 
 
 def _epoch_to_utc(numbers_: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Epoch numbers as UTC times (unit from :data:`EPOCH_UNITS`), plus where they are too
+    """Epoch numbers as UTC times (unit from `EPOCH_UNITS`), plus where they are too
     far (-1 before 1700, +1 after 2262)."""
     floats = numbers_.to_numpy(dtype="float64", na_value=np.nan)
     magnitude = np.abs(floats)
@@ -293,7 +293,7 @@ def _epoch_to_utc(numbers_: pd.Series) -> tuple[pd.Series, np.ndarray]:
 
 
 def _iso_to_utc(text: pd.Series, source_tz: str) -> tuple[pd.Series, np.ndarray]:
-    """ISO 8601 text as UTC times (no offset: ``source_tz``), plus where they are too far."""
+    """ISO 8601 text as UTC times (no offset: `source_tz`), plus where they are too far."""
     try:  # the usual batch is all naive or all with offsets: one fast pass
         parsed = pd.to_datetime(text, format="ISO8601", errors="coerce")
         naive = np.full(len(text), parsed.dt.tz is None)
@@ -321,7 +321,7 @@ def _iso_to_utc(text: pd.Series, source_tz: str) -> tuple[pd.Series, np.ndarray]
 
 
 def _objects_to_utc(values: pd.Series, source_tz: str) -> tuple[pd.Series, np.ndarray]:
-    """``datetime``/``date``/``Timestamp``/``datetime64`` objects, one by one (they are rare)."""
+    """`datetime`/`date`/`Timestamp`/`datetime64` objects, one by one (they are rare)."""
     converted, far = [], []
     for value in values:
         try:
@@ -372,7 +372,7 @@ def _any_to_utc(values: pd.Series, source_tz: str) -> tuple[pd.Series, np.ndarra
 
 
 def _at(n: int, positions: np.ndarray) -> np.ndarray:
-    """A boolean mask of length ``n`` that is True at ``positions``."""
+    """A boolean mask of length `n` that is True at `positions`."""
     mask = np.zeros(n, dtype=bool)
     mask[positions] = True
     return mask
@@ -380,7 +380,7 @@ def _at(n: int, positions: np.ndarray) -> np.ndarray:
 
 def _series_keys(frame: pd.DataFrame) -> np.ndarray:
     """Which price series each row belongs to: its asset, and its source when the batch has
-    a ``source`` column (two exchanges may price bitcoin differently at the same instant:
+    a `source` column (two exchanges may price bitcoin differently at the same instant:
     two series, as InfluxDB stores them, not duplicates)."""
     assets = frame["asset"].to_numpy(dtype=object).astype(str)
     if "source" not in frame.columns:
@@ -399,10 +399,10 @@ def _series_of(frame: pd.DataFrame, column: str) -> pd.Series:
 def normalize_empty(batch: Batch) -> None:
     """Rule 1: empty values become missing; a missing price is quarantined.
 
-    ``""``, spaces, ``None``, ``"nan"``, ``"NaN"``, ``"null"``, ``"None"``, ``"-"`` and
-    ``"N/A"`` (any case, surrounding spaces ignored) become missing in every column. A row
-    whose price is missing is quarantined as "missing price", unless ``fill_missing=True``:
-    then :func:`fill_gaps` fills it later, once times and assets are known.
+    `""`, spaces, `None`, `"nan"`, `"NaN"`, `"null"`, `"None"`, `"-"` and
+    `"N/A"` (any case, surrounding spaces ignored) become missing in every column. A row
+    whose price is missing is quarantined as "missing price", unless `fill_missing=True`:
+    then `fill_gaps` fills it later, once times and assets are known.
     """
     frame = batch.frame
     for column in frame.columns:
@@ -422,9 +422,9 @@ def normalize_empty(batch: Batch) -> None:
 def parse_prices(batch: Batch) -> None:
     """Rule 2: prices become float64; "price not a number" or "price not finite" otherwise.
 
-    Numbers and numeric text (``"1234.5"``, ``" 7 "``, ``"1e3"``) are accepted; other text,
-    booleans and objects are "price not a number"; infinities (``"inf"``, ``1e400``) are
-    "price not finite". The optional fields ``open``, ``high``, ``low``, ``volume`` become
+    Numbers and numeric text (`"1234.5"`, `" 7 "`, `"1e3"`) are accepted; other text,
+    booleans and objects are "price not a number"; infinities (`"inf"`, `1e400`) are
+    "price not finite". The optional fields `open`, `high`, `low`, `volume` become
     float64 too (an unreadable value becomes NaN); any other extra column becomes float64
     if all its values are numbers, else it is kept as it is.
     """
@@ -442,10 +442,10 @@ def parse_prices(batch: Batch) -> None:
 def normalize_assets(batch: Batch) -> None:
     """Rule 3: asset names become the lab's names; unknown or missing ones are quarantined.
 
-    ``" BTC "``, ``"XBT"``, ``"bitcoin"``, ``"BTC-USD"`` all become ``"btc"``; ``"XAU"``
-    becomes ``"gold"``: the names and aliases of the asset catalogue (``data/assets.yaml``,
-    see :meth:`lab_helpers.catalogue.Catalogue.normalize`). Anything else, including a
-    missing asset or a batch without an ``asset`` column, is "unknown asset".
+    `" BTC "`, `"XBT"`, `"bitcoin"`, `"BTC-USD"` all become `"btc"`; `"XAU"`
+    becomes `"gold"`: the names and aliases of the asset catalogue (`data/assets.yaml`,
+    see `lab_helpers.catalogue.Catalogue.normalize`). Anything else, including a
+    missing asset or a batch without an `asset` column, is "unknown asset".
     """
     frame = batch.frame
     values = _series_of(frame, "asset")
@@ -461,14 +461,14 @@ def parse_times(batch: Batch) -> None:
     """Rule 4: times become UTC; "bad timestamp", "timestamp too early" or "timestamp out of
     range" otherwise.
 
-    Accepted: ISO 8601 text with an offset (``2021-04-14T10:00:00+02:00``, ``...Z``) or
-    without one (``2021-04-14 10:00``, ``2021-04-14``), ``datetime``/``Timestamp`` objects,
+    Accepted: ISO 8601 text with an offset (`2021-04-14T10:00:00+02:00`, `...Z`) or
+    without one (`2021-04-14 10:00`, `2021-04-14`), `datetime`/`Timestamp` objects,
     and epoch numbers or numeric text in seconds, ms, us or ns (the unit is inferred from the
-    size, see :data:`EPOCH_UNITS`). Times without an offset are read in ``source_tz``
+    size, see `EPOCH_UNITS`). Times without an offset are read in `source_tz`
     (default UTC); a wall-clock time that does not exist or is ambiguous there (DST changes)
     is a "bad timestamp", like missing or unreadable values. A time before the asset's
-    ``earliest`` date in the catalogue (bitcoin: 2010-03-17) is "timestamp too early"; more
-    than :data:`FUTURE_TOLERANCE` (a day) after ``now`` is "timestamp out of range".
+    `earliest` date in the catalogue (bitcoin: 2010-03-17) is "timestamp too early"; more
+    than `FUTURE_TOLERANCE` (a day) after `now` is "timestamp out of range".
     """
     frame = batch.frame
     times, far = _any_to_utc(frame["time"], batch.source_tz)
@@ -485,13 +485,13 @@ def parse_times(batch: Batch) -> None:
 def convert_units(batch: Batch) -> None:
     """Rule 5: prices in another unit become the asset's own unit; "unknown unit" otherwise.
 
-    Only if the batch has a ``unit`` column. The asset's own unit is its ``unit`` in the
-    catalogue (USD/coin for crypto, USD/ozt for metals). Metals in USD per gram (``USD/g``)
-    or per kilogram (``USD/kg``) are converted to USD per troy ounce (1 ozt = 31.1034768 g);
-    prices in US cents (``USc``, ``USc/g`` ...) to USD (see :func:`unit_factor`). A missing
-    unit, or ``USD`` alone, means the asset's own unit. Anything else, or a unit that does
-    not fit the asset (a coin per gram), is "unknown unit". ``open``/``high``/``low`` are
-    scaled like ``price``; the ``unit`` column is then dropped.
+    Only if the batch has a `unit` column. The asset's own unit is its `unit` in the
+    catalogue (USD/coin for crypto, USD/ozt for metals). Metals in USD per gram (`USD/g`)
+    or per kilogram (`USD/kg`) are converted to USD per troy ounce (1 ozt = 31.1034768 g);
+    prices in US cents (`USc`, `USc/g` ...) to USD (see `unit_factor`). A missing
+    unit, or `USD` alone, means the asset's own unit. Anything else, or a unit that does
+    not fit the asset (a coin per gram), is "unknown unit". `open`/`high`/`low` are
+    scaled like `price`; the `unit` column is then dropped.
     """
     frame = batch.frame
     if "unit" not in frame.columns:
@@ -518,7 +518,7 @@ def convert_units(batch: Batch) -> None:
 def reject_impossible(batch: Batch) -> None:
     """Rule 6: "price not positive" (<= 0) and "price implausible" (above the ceiling).
 
-    The ceiling is the asset's ``ceiling`` in the catalogue, 100 times its highest bundled
+    The ceiling is the asset's `ceiling` in the catalogue, 100 times its highest bundled
     price for the lab's assets: BTC above about 12.5 million USD is a typo or a wrong unit.
     """
     frame = batch.frame
@@ -528,13 +528,13 @@ def reject_impossible(batch: Batch) -> None:
 
 
 def fill_gaps(batch: Batch) -> None:
-    """Rule 1, second half: with ``fill_missing=True``, fill a missing price from the past.
+    """Rule 1, second half: with `fill_missing=True`, fill a missing price from the past.
 
     The price is copied from the latest valid price of the same asset (and source, when the
-    batch has a ``source`` column) at or before that time (the first one seen if several
-    share that time), if it is at most ``max_fill_gap``
-    (default 3 days) older; the row is flagged ``filled=True``. Otherwise the row is
-    quarantined as "missing price". Does nothing when ``fill_missing=False``.
+    batch has a `source` column) at or before that time (the first one seen if several
+    share that time), if it is at most `max_fill_gap`
+    (default 3 days) older; the row is flagged `filled=True`. Otherwise the row is
+    quarantined as "missing price". Does nothing when `fill_missing=False`.
     """
     frame = batch.frame
     alive = batch.alive
@@ -566,7 +566,7 @@ def drop_duplicates(batch: Batch) -> None:
     A row with the same asset, time and price as an earlier one is a "duplicate". A row with
     the same asset and time but another price is a "conflicting duplicate": the first one
     seen (lowest input position) is kept. A filled row never wins over a real price: at the
-    same time as one, it is a "duplicate". When the batch has a ``source`` column, "the same
+    same time as one, it is a "duplicate". When the batch has a `source` column, "the same
     asset" means the same asset from the same source (rows are sorted by asset, source, time).
     """
     frame = batch.frame
@@ -595,9 +595,9 @@ def drop_duplicates(batch: Batch) -> None:
 def flag_jumps(batch: Batch) -> None:
     """Rule 8: flag (do not quarantine) a price far from the previous clean price.
 
-    ``suspect=True`` when the price moved more than the asset's ``jump`` in the catalogue
+    `suspect=True` when the price moved more than the asset's `jump` in the catalogue
     (0.5, i.e. 50 %, for crypto; 0.25 for metals) since the previous clean row of the same
-    asset (and source, when the batch has a ``source`` column) in this batch. After a bad
+    asset (and source, when the batch has a `source` column) in this batch. After a bad
     tick, the move back is flagged too when it is also that large.
     """
     order = batch.order if batch.order is not None else np.flatnonzero(batch.alive)
@@ -624,7 +624,7 @@ RULES = (
     drop_duplicates,
     flag_jumps,
 )
-"""The cleaning rules in the order :func:`clean` applies them (each takes a :class:`Batch`)."""
+"""The cleaning rules in the order `clean` applies them (each takes a `Batch`)."""
 
 
 # ---------------------------------------------------------------------------- the result
@@ -632,9 +632,9 @@ RULES = (
 
 @dataclass(frozen=True)
 class CleanResult:
-    """What :func:`clean` returns: the ``clean`` rows, the ``quarantine`` and the ``counts``.
+    """What `clean` returns: the `clean` rows, the `quarantine` and the `counts`.
 
-    ``counts`` maps each quarantine reason to its number of rows. ``summary()`` says it all in
+    `counts` maps each quarantine reason to its number of rows. `summary()` says it all in
     one line.
     """
 
@@ -702,25 +702,25 @@ def clean(
     assets: Catalogue | None = None,
     rules: Sequence[Callable[[Batch], None]] = RULES,
 ) -> CleanResult:
-    """Clean a raw batch of price rows: returns a :class:`CleanResult` (clean + quarantine).
+    """Clean a raw batch of price rows: returns a `CleanResult` (clean + quarantine).
 
-    ``raw`` needs the columns ``time`` and ``price`` and normally ``asset``; ``unit``,
-    ``open``, ``high``, ``low``, ``volume`` and other columns are optional. Values may be
-    messy: numbers as text, empty strings, ``None``, ``"NaN"``, epoch numbers, ISO strings.
+    `raw` needs the columns `time` and `price` and normally `asset`; `unit`,
+    `open`, `high`, `low`, `volume` and other columns are optional. Values may be
+    messy: numbers as text, empty strings, `None`, `"NaN"`, epoch numbers, ISO strings.
 
-    * ``fill_missing``: fill a missing price from the same asset's previous price if that is
-      at most ``max_fill_gap`` old (rows flagged ``filled``), instead of quarantining it.
-    * ``now``: the reference for "in the future" (default: the current time).
-    * ``source_tz``: the time zone of times given without an offset (default UTC).
-    * ``assets``: the asset catalogue to follow (default: ``lab_helpers.catalogue.load()``,
-      the file ``data/assets.yaml``, or the one in ``LAB_DATA_DIR``).
-    * ``rules``: the rules to apply, in order (default `RULES`). A rule of your own is a
+    * `fill_missing`: fill a missing price from the same asset's previous price if that is
+      at most `max_fill_gap` old (rows flagged `filled`), instead of quarantining it.
+    * `now`: the reference for "in the future" (default: the current time).
+    * `source_tz`: the time zone of times given without an offset (default UTC).
+    * `assets`: the asset catalogue to follow (default: `lab_helpers.catalogue.load()`,
+      the file `data/assets.yaml`, or the one in `LAB_DATA_DIR`).
+    * `rules`: the rules to apply, in order (default `RULES`). A rule of your own is a
       function of the `Batch` that calls `batch.reject(mask, "its reason")`; put it where
       the columns it reads are ready (after `parse_prices` for numbers) and before
       `drop_duplicates`, which chooses the clean rows. Its reasons are counted after those
       of `REASONS`.
 
-    The rules are in :data:`RULES` (see ``docs/etl.md``). Example::
+    The rules are in `RULES` (see `docs/etl.md`). Example:
 
         result = clean(pd.DataFrame([{"time": "2021-04-14", "asset": "BTC", "price": "63000"}]))
         result.clean, result.quarantine, result.summary()

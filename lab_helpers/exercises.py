@@ -3,21 +3,21 @@
 Both print one line and return nothing, so a cell that ends with one shows that line and
 nothing else:
 
-- ``check(condition, what, hint)``: a step of the lesson worked (the stack answers, or a
+- `check(condition, what, hint)`: a step of the lesson worked (the stack answers, or a
   relation that the text states holds on this run);
-- ``check_exercise("04.2")``: the learner's answer to exercise 04.2 is right.
+- `check_exercise("04.2")`: the learner's answer to exercise 04.2 is right.
 
-An exercise is declared once, in ``lab_helpers/answers/`` (one module per notebook), as an
-:class:`Exercise`: the name the learner's answer goes into, the notebook names the checker
+An exercise is declared once, in `lab_helpers/answers/` (one module per notebook), as an
+`Exercise`: the name the learner's answer goes into, the notebook names the checker
 reads, the hint, the estimated minutes, the reference computation that decides, and the
 plausible wrong answers the tests try on it. A notebook's checker cell is the single line
-``check_exercise("NN.k")``: expected values and reference code never appear in a notebook.
+`check_exercise("NN.k")`: expected values and reference code never appear in a notebook.
 
 A check never raises: a learner sees at once what is wrong and what to try, and the rest of
 the notebook still runs. The notebook tests count the ⛔ marks in the outputs, so a reference
 run of a notebook must print none.
 
-Example::
+Example:
 
     check(len(df) > 0, "the query returned rows", hint="is the stack running? make stack-status")
 """
@@ -39,24 +39,24 @@ OK, FAIL = "✅", "⛔"
 
 
 class Wrong(Exception):
-    """Raised by an exercise's ``verify`` when the answer is wrong; the message is the
+    """Raised by an exercise's `verify` when the answer is wrong; the message is the
     feedback the learner reads (what is off, never the expected value)."""
 
 
 class Unanswered(LabError):
-    """Raised by :func:`todo`: the code of an exercise is not written yet."""
+    """Raised by `todo`: the code of an exercise is not written yet."""
 
 
 def todo(key: str):
-    """The placeholder in an exercise's starting code: raises :class:`Unanswered`, which a
+    """The placeholder in an exercise's starting code: raises `Unanswered`, which a
     notebook shows as one line, and which the checker reads as "not done yet"."""
     raise Unanswered(f"exercise {key} is not done yet: write your code in place of todo(...)")
 
 
 def check(condition: Any, what: str, hint: str = "") -> None:
-    """Print ``✅ what`` if ``condition`` is true, else ``⛔ what: hint``.
+    """Print `✅ what` if `condition` is true, else `⛔ what: hint`.
 
-    ``condition`` may also be a function of no arguments: an exception it raises counts as a
+    `condition` may also be a function of no arguments: an exception it raises counts as a
     failure and its message is shown, so a cell never stops with a traceback.
     """
     error = ""
@@ -75,8 +75,8 @@ def check(condition: Any, what: str, hint: str = "") -> None:
 # -- exercises -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WrongAnswer:
-    """A plausible wrong answer to an exercise, for the tests: ``code`` replaces the solution
-    cell, and the checker must then say ⛔, with ``says`` in its line when given."""
+    """A plausible wrong answer to an exercise, for the tests: `code` replaces the solution
+    cell, and the checker must then say ⛔, with `says` in its line when given."""
 
     code: str
     says: str = ""
@@ -86,18 +86,18 @@ class WrongAnswer:
 class Exercise:
     """One exercise of the workbook.
 
-    - ``key``: ``"NN.k"``, the notebook's number and the exercise's;
-    - ``title``: a few words, shown in the checker's line;
-    - ``answer``: the notebook name (variable or function) the learner's answer goes into,
+    - `key`: `"NN.k"`, the notebook's number and the exercise's;
+    - `title`: a few words, shown in the checker's line;
+    - `answer`: the notebook name (variable or function) the learner's answer goes into,
       one per exercise, so every checker can be run again in any order;
-    - ``uses``: other notebook names the checker reads (parameters, data, a running source);
-    - ``verify(answer, **uses)``: returns if the answer is right, raises :class:`Wrong` with
+    - `uses`: other notebook names the checker reads (parameters, data, a running source);
+    - `verify(answer, **uses)`: returns if the answer is right, raises `Wrong` with
       feedback if not;
-    - ``hint``: where to look; it never holds the answer;
-    - ``writes`` and ``checked_by``: what the learner writes and what decides (for the
-      teaching notes); ``minutes``: the time a learner needs;
-    - ``wrong``: plausible wrong answers (label -> :class:`WrongAnswer`) that the tests try;
-    - ``optional``: an exercise *if time allows*, outside the workshop's core path (its task
+    - `hint`: where to look; it never holds the answer;
+    - `writes` and `checked_by`: what the learner writes and what decides (for the
+      teaching notes); `minutes`: the time a learner needs;
+    - `wrong`: plausible wrong answers (label -> `WrongAnswer`) that the tests try;
+    - `optional`: an exercise *if time allows*, outside the workshop's core path (its task
       says so; the pace table counts its minutes apart).
     """
 
@@ -127,12 +127,12 @@ def _module(notebook: str):
 
 
 def exercises(notebook: str) -> list[Exercise]:
-    """The exercises of notebook ``notebook`` (``"04"``), in order."""
+    """The exercises of notebook `notebook` (`"04"`), in order."""
     return list(_module(notebook).EXERCISES)
 
 
 def exercise(key: str) -> Exercise:
-    """The exercise ``key`` (``"04.2"``)."""
+    """The exercise `key` (`"04.2"`)."""
     notebook = key.partition(".")[0]
     for found in exercises(notebook):
         if found.key == key:
@@ -155,7 +155,7 @@ def _unanswered(answer: Any) -> bool:
 
 
 def _verdict(ex: Exercise, namespace: Mapping[str, Any]) -> str | None:
-    """None if the answer in ``namespace`` is right, else the feedback."""
+    """None if the answer in `namespace` is right, else the feedback."""
     if ex.answer not in namespace:
         return f"`{ex.answer}` is not defined yet: run the exercise's cell first"
     missing = [name for name in ex.uses if name not in namespace]
@@ -178,13 +178,13 @@ def _verdict(ex: Exercise, namespace: Mapping[str, Any]) -> str | None:
 
 
 def check_exercise(key: str | Callable[[], Any], what: str = "", hint: str = "") -> None:
-    """The checker cell of an exercise: ``check_exercise("04.2")`` prints one line, ✅ or
+    """The checker cell of an exercise: `check_exercise("04.2")` prints one line, ✅ or
     ⛔ with feedback and a hint.
 
     The answer and the other names it needs are read from the notebook's variables (see
-    :class:`Exercise`), so a missing one is a sentence, never a traceback.
+    `Exercise`), so a missing one is a sentence, never a traceback.
 
-    The older form ``check_exercise(test, what, hint)``, whose ``test()`` asserts on the
+    The older form `check_exercise(test, what, hint)`, whose `test()` asserts on the
     answer, is kept for the notebooks whose checkers are still written inline.
     """
     if callable(key):
@@ -205,8 +205,8 @@ def check_exercise(key: str | Callable[[], Any], what: str = "", hint: str = "")
 
 # -- building blocks for verify functions ------------------------------------------------------
 def choice(correct: str, feedback: Mapping[str, str], options: Sequence[str]) -> Callable:
-    """``verify`` of a multiple-choice question: the answer is one of ``options`` (a letter);
-    ``feedback`` says, for each wrong option, why it is wrong."""
+    """`verify` of a multiple-choice question: the answer is one of `options` (a letter);
+    `feedback` says, for each wrong option, why it is wrong."""
 
     def verify(answer: Any) -> None:
         picked = str(answer).strip().lower().strip("()")
@@ -225,8 +225,8 @@ def _words(text: Any) -> str:
 
 
 def short_answer(accept: Sequence[str], feedback: Mapping[str, str] | None = None) -> Callable:
-    """``verify`` of a short-answer question: the answer (a string) is right when, lower-cased
-    and without punctuation, it is one of ``accept``; ``feedback`` says, for known wrong
+    """`verify` of a short-answer question: the answer (a string) is right when, lower-cased
+    and without punctuation, it is one of `accept`; `feedback` says, for known wrong
     answers written the same way, why they are wrong."""
     accepted = {_words(a) for a in accept}
     known = {_words(k): v for k, v in (feedback or {}).items()}
@@ -242,7 +242,7 @@ def short_answer(accept: Sequence[str], feedback: Mapping[str, str] | None = Non
 
 
 def run_coroutine(coroutine, timeout: float = 60.0):
-    """Run ``coroutine`` to its end in a thread with an event loop of its own, and return its
+    """Run `coroutine` to its end in a thread with an event loop of its own, and return its
     result (or raise its exception). A checker is called from a notebook whose event loop is
     already running; the learner's async code gets a fresh one."""
     outcome: dict[str, Any] = {}
@@ -264,8 +264,8 @@ def run_coroutine(coroutine, timeout: float = 60.0):
 
 
 def call_async(function: Any, *args, timeout: float = 60.0):
-    """Call the learner's ``async def`` function and wait for its result (see
-    :func:`run_coroutine`); a plain function is refused with a sentence."""
+    """Call the learner's `async def` function and wait for its result (see
+    `run_coroutine`); a plain function is refused with a sentence."""
     if not inspect.iscoroutinefunction(function):
         raise Wrong("keep it an `async def` function, as in the exercise's cell")
     return run_coroutine(function(*args), timeout)

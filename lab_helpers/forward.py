@@ -1,8 +1,8 @@
-"""Reach a Service of the cluster from this machine: ``kubectl port-forward``, in the background.
+"""Reach a Service of the cluster from this machine: `kubectl port-forward`, in the background.
 
-``kubectl port-forward svc/api 8000:8000`` runs until it is stopped, which would block a
-notebook cell. :func:`port_forward` runs that same command as a background process and returns
-once kubectl says it listens, so a program (a notebook cell, a test) can use the address::
+`kubectl port-forward svc/api 8000:8000` runs until it is stopped, which would block a
+notebook cell. `port_forward` runs that same command as a background process and returns
+once kubectl says it listens, so a program (a notebook cell, a test) can use the address:
 
     from lab_helpers.forward import port_forward
 
@@ -20,12 +20,12 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from collections import deque
 from pathlib import Path
 
 from .cluster import DEFAULT_NAMESPACE, ClusterError
 from .commands import find_tool, tool_path
+from .wait import wait_for
 
 LISTENING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) ->")
 
@@ -37,7 +37,7 @@ def command(
     local_port: int = 0,
     context: str | None = None,
 ) -> list[str]:
-    """The ``kubectl port-forward`` command line (``local_port=0``: kubectl picks a free one)."""
+    """The `kubectl port-forward` command line (`local_port=0`: kubectl picks a free one)."""
     args = ["kubectl", "port-forward", "--namespace", namespace, target]
     args.append(f"{local_port or ''}:{remote_port}")
     if context:
@@ -46,8 +46,8 @@ def command(
 
 
 class PortForward:
-    """A running ``kubectl port-forward``: ``url`` (``http://127.0.0.1:<port>``), ``port``,
-    :meth:`close`; a context manager. ``log`` keeps kubectl's last lines."""
+    """A running `kubectl port-forward`: `url` (`http://127.0.0.1:<port>`), `port`,
+    `close`; a context manager. `log` keeps kubectl's last lines."""
 
     def __init__(self, args: list[str], timeout: float = 30.0, log_file: Path | None = None):
         self.args = args
@@ -103,8 +103,7 @@ class PortForward:
         return found[0]
 
     def _wait_in_file(self, log_file: Path, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def port_in_log() -> int | None:
             text = log_file.read_text(errors="replace")
             self.log.extend(text.splitlines()[-50:])
             match = LISTENING.search(text)
@@ -112,11 +111,15 @@ class PortForward:
                 return int(match.group(1))
             if self.process.poll() is not None:
                 raise self._failed()
-            time.sleep(0.2)
-        self.close()
-        raise ClusterError(
-            f"`{' '.join(self.args)}` did not start listening within {timeout:.0f} s"
-        )
+            return None
+
+        port = wait_for(port_in_log, timeout, every=0.2, error=None)
+        if port is None:
+            self.close()
+            raise ClusterError(
+                f"`{' '.join(self.args)}` did not start listening within {timeout:.0f} s"
+            )
+        return port
 
     @property
     def active(self) -> bool:
@@ -151,9 +154,9 @@ def port_forward(
     context: str | None = None,
     timeout: float = 30.0,
 ) -> PortForward:
-    """Run ``kubectl port-forward`` in the background until it listens; see the module help.
+    """Run `kubectl port-forward` in the background until it listens; see the module help.
 
-    ``target`` is what kubectl takes: ``svc/api``, ``pod/influxdb-0``, ``deployment/api``.
+    `target` is what kubectl takes: `svc/api`, `pod/influxdb-0`, `deployment/api`.
     """
     args = command(target, remote_port, namespace, local_port, context)
     print("$ " + " ".join(args) + "    # in the background")

@@ -2,17 +2,17 @@
 
 A Helm *chart* is a package of Kubernetes manifests with settings (*values*); installing it
 makes a *release*, which Helm can upgrade and uninstall as a whole. The lab's own NATS is a
-plain StatefulSet in ``manifests/base/nats.yaml``; on a cluster it can come from the
-official chart instead, with the lab's values file ``manifests/helm/nats-values.yaml``. Use
-one or the other (``manifests/helm/README.md``: delete the lab's own NATS first)::
+plain StatefulSet in `manifests/base/nats.yaml`; on a cluster it can come from the
+official chart instead, with the lab's values file `manifests/helm/nats-values.yaml`. Use
+one or the other (`manifests/helm/README.md`: delete the lab's own NATS first):
 
     from lab_helpers import helm
 
     helm.install_nats("crypto-lab")                   # shows the helm commands
     helm.install_nats("crypto-lab", run=True)         # runs them (needs LAB_MODE=cluster)
 
-As everywhere in the lab, the commands are shown first and run only with ``run=True`` in
-cluster mode. Command line::
+As everywhere in the lab, the commands are shown first and run only with `run=True` in
+cluster mode. Command line:
 
     python -m lab_helpers.helm nats [--namespace NS] [--context CTX] [--run]
     python -m lab_helpers.helm uninstall [--namespace NS] [--context CTX] [--run]
@@ -45,7 +45,7 @@ def _helm(*args: str, why: str, context: str | None) -> Command:
 def install_nats_commands(
     namespace: str = DEFAULT_NAMESPACE, *, context: str | None = None, wait: str = "5m"
 ) -> list[Command]:
-    """The commands of :func:`install_nats`, built and not shown."""
+    """The commands of `install_nats`, built and not shown."""
     return [
         Command(
             ("helm", "repo", "add", "nats", NATS_REPO, "--force-update"),
@@ -73,12 +73,12 @@ def install_nats(
 ) -> list[Command]:
     """Install NATS with JetStream from the official chart, or upgrade it to these values.
 
-    ``helm upgrade --install`` makes it idempotent: the first run installs the release
-    ``nats``, the next ones change it only where the values or the chart version differ.
-    ``--wait`` returns once the pod is ready. ``context`` is a kube context (default: the
+    `helm upgrade --install` makes it idempotent: the first run installs the release
+    `nats`, the next ones change it only where the values or the chart version differ.
+    `--wait` returns once the pod is ready. `context` is a kube context (default: the
     current one). The namespace must exist, made by the lab so that it has the lab's labels
     and Pod Security profile, and hold no other NATS: the lab's own is deleted first
-    (``kubectl delete statefulset/nats service/nats service/nats-headless pvc/data-nats-0``).
+    (`kubectl delete statefulset/nats service/nats service/nats-headless pvc/data-nats-0`).
     """
     return run_commands(install_nats_commands(namespace, context=context), run, settings)
 
@@ -90,7 +90,7 @@ def uninstall_nats(
     run: bool = False,
     settings: Settings | None = None,
 ) -> list[Command]:
-    """Remove the Helm release ``nats`` (its volume claim stays, as with any StatefulSet)."""
+    """Remove the Helm release `nats` (its volume claim stays, as with any StatefulSet)."""
     command = _helm(
         "uninstall", RELEASE, "--namespace", namespace, "--wait",
         why="delete everything the release installed", context=context,

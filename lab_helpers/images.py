@@ -1,21 +1,21 @@
-"""The three service images (``lab-source``, ``lab-ingest``, ``lab-api``): where they come from.
+"""The three service images (`lab-source`, `lab-ingest`, `lab-api`): where they come from.
 
-Every image is tagged with the lab's version, ``lab_helpers.__version__``, never ``latest``: a
+Every image is tagged with the lab's version, `lab_helpers.__version__`, never `latest`: a
 tag that names one build is what lets Kubernetes roll forward and back. Three ways to get them
 onto a cluster, one function each:
 
-- :func:`for_kind`: ``docker build`` for this machine's own platform, then ``kind load
-  docker-image`` copies each image into the kind cluster's node (no registry needed);
-- :func:`for_registry`: ``docker build --platform linux/amd64`` (what AKS nodes run),
-  ``az acr login`` and ``docker push`` to ``<registry>.azurecr.io``; without a Docker daemon,
-  ``az acr build`` builds in Azure instead (refused on free-trial subscriptions, see
-  ``docs/azure.md``);
-- the **prebuilt** images: the workflow ``.github/workflows/images.yml`` publishes all three
-  for linux/amd64 and linux/arm64 to :data:`PREBUILT_REGISTRY` on each release tag. The aks
+- `for_kind`: `docker build` for this machine's own platform, then `kind load
+  docker-image` copies each image into the kind cluster's node (no registry needed);
+- `for_registry`: `docker build --platform linux/amd64` (what AKS nodes run),
+  `az acr login` and `docker push` to `<registry>.azurecr.io`; without a Docker daemon,
+  `az acr build` builds in Azure instead (refused on free-trial subscriptions, see
+  `docs/azure.md`);
+- the **prebuilt** images: the workflow `.github/workflows/images.yml` publishes all three
+  for linux/amd64 and linux/arm64 to `PREBUILT_REGISTRY` on each release tag. The aks
   overlay uses them, so nobody has to build anything to deploy.
 
-The commands are shown first and run only with ``run=True`` in cluster mode
-(``LAB_MODE=cluster``). Command line::
+The commands are shown first and run only with `run=True` in cluster mode
+(`LAB_MODE=cluster`). Command line:
 
     python -m lab_helpers.images kind [--cluster crypto-lab] [--run]
     python -m lab_helpers.images acr REGISTRY [--run]
@@ -53,15 +53,15 @@ KIND_CLUSTER = "crypto-lab"  # the name in manifests/overlays/kind/cluster.yaml
 
 
 def registry_host(registry: str) -> str:
-    """``cryptolab1a2b3c`` (an Azure Container Registry name) -> ``cryptolab1a2b3c.azurecr.io``;
-    a host or host/path (``localhost:5001``, ``ghcr.io/me``) stays as it is."""
+    """`cryptolab1a2b3c` (an Azure Container Registry name) -> `cryptolab1a2b3c.azurecr.io`;
+    a host or host/path (`localhost:5001`, `ghcr.io/me`) stays as it is."""
     registry = registry.rstrip("/")
     return registry if "." in registry or ":" in registry else f"{registry}.azurecr.io"
 
 
 def image_name(service: str, registry: str | None = None, version: str = __version__) -> str:
-    """``lab-<service>:<version>``, prefixed with the registry (an ACR name becomes
-    ``<name>.azurecr.io``)."""
+    """`lab-<service>:<version>`, prefixed with the registry (an ACR name becomes
+    `<name>.azurecr.io`)."""
     if service not in SERVICES:
         raise ClusterError(f"unknown service {service!r}: choose from {', '.join(SERVICES)}")
     if not version or version == "latest":
@@ -71,7 +71,7 @@ def image_name(service: str, registry: str | None = None, version: str = __versi
 
 
 def docker_available(timeout: float = 10.0) -> bool:
-    """True when ``docker info`` answers: a Docker daemon this machine may use."""
+    """True when `docker info` answers: a Docker daemon this machine may use."""
     docker = shutil.which("docker")
     if not docker:
         return False
@@ -87,10 +87,10 @@ def docker_available(timeout: float = 10.0) -> bool:
 def build_command(
     service: str, registry: str | None = None, platform: str | None = None
 ) -> Command:
-    """``docker build [--platform P] -f services/<name>/Dockerfile -t <image> .``
+    """`docker build [--platform P] -f services/<name>/Dockerfile -t <image> .`
 
-    Run from the repository root: the build needs ``lab_helpers/`` next to the service.
-    Without ``platform`` Docker builds for this machine (right for kind, which runs here).
+    Run from the repository root: the build needs `lab_helpers/` next to the service.
+    Without `platform` Docker builds for this machine (right for kind, which runs here).
     """
     args = ["docker", "build"]
     if platform:
@@ -109,7 +109,7 @@ def _services(services: Iterable[str] | None) -> list[str]:
 def kind_commands(
     cluster: str = KIND_CLUSTER, services: Iterable[str] | None = None
 ) -> list[Command]:
-    """``docker build`` and ``kind load docker-image`` for each service (built, not shown)."""
+    """`docker build` and `kind load docker-image` for each service (built, not shown)."""
     commands = []
     for service in _services(services):
         commands.append(build_command(service))
@@ -129,10 +129,10 @@ def for_kind(
     run: bool = False,
     settings: Settings | None = None,
 ) -> list[Command]:
-    """Build the images with Docker and load them into the kind cluster ``cluster``.
+    """Build the images with Docker and load them into the kind cluster `cluster`.
 
-    The kind overlay then runs ``lab-<service>:<version>`` as it is on the node
-    (``imagePullPolicy: Never``), so nothing is pulled from a registry.
+    The kind overlay then runs `lab-<service>:<version>` as it is on the node
+    (`imagePullPolicy: Never`), so nothing is pulled from a registry.
     """
     return run_commands(kind_commands(cluster, services), run, settings)
 
@@ -147,8 +147,8 @@ def for_registry(
 ) -> list[Command]:
     """Put the images into an Azure Container Registry, for AKS.
 
-    With a Docker daemon (``use_docker=None`` asks ``docker info``): ``docker build`` here for
-    linux/amd64, then ``az acr login`` and ``docker push``. Without one: ``az acr build``,
+    With a Docker daemon (`use_docker=None` asks `docker info`): `docker build` here for
+    linux/amd64, then `az acr login` and `docker push`. Without one: `az acr build`,
     which builds in Azure (ACR Tasks; not allowed on free-trial subscriptions: use the
     prebuilt images there, or Docker in the lab's Codespace).
     """
@@ -170,10 +170,10 @@ def for_registry(
 
 
 def overlay(registry: str, out: Path | str | None = None) -> Path:
-    """Write an overlay that is ``manifests/overlays/aks`` with the images of ``registry``
-    (an ACR name or a registry host); returns its folder, for ``kubectl apply -k``.
+    """Write an overlay that is `manifests/overlays/aks` with the images of `registry`
+    (an ACR name or a registry host); returns its folder, for `kubectl apply -k`.
 
-    Default folder: ``build/overlays/aks-<registry>`` in the repository.
+    Default folder: `build/overlays/aks-<registry>` in the repository.
     """
     host = registry_host(registry)
     folder = Path(out) if out else project_root() / "build" / "overlays" / f"aks-{registry}"

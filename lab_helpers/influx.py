@@ -1,14 +1,14 @@
 """Write to and query InfluxDB through its v1 HTTP API.
 
-The v1 API (``POST /write`` with line protocol, ``/query`` with InfluxQL) is served by every
+The v1 API (`POST /write` with line protocol, `/query` with InfluxQL) is served by every
 InfluxDB generation: 1.x natively, 2.x and 3 Core through their v1 compatibility endpoints.
-So the same code runs against the lab's local ``influxd`` 1.6 and a managed service.
+So the same code runs against the lab's local `influxd` 1.6 and a managed service.
 
 Why it is fast: lines are built from whole columns and sent 50,000 at a time by two
 writers in parallel, while the next batch is being built; queries ask for CSV without
-compression and parse it with ``pandas.read_csv``.
+compression and parse it with `pandas.read_csv`.
 
-Example::
+Example:
 
     db = InfluxDB.connect()                       # admin user of the local stack
     db.create_database("prices")
@@ -77,7 +77,7 @@ def _param(value):
 @dataclass
 class WriteReport:
     """What a write did: points stored, rows skipped (no field), lines rejected, time taken,
-    and a ``note`` when there was nothing to write (why, and where to look)."""
+    and a `note` when there was nothing to write (why, and where to look)."""
 
     written: int = 0
     skipped: int = 0
@@ -104,10 +104,10 @@ class WriteReport:
 class InfluxDB:
     """A client for one InfluxDB server and database, over the v1 HTTP API.
 
-    Parameters: ``url`` (e.g. ``http://127.0.0.1:8086``), ``credentials`` (user and
-    password; None only for a server without auth), ``database`` (default for writes
-    and queries), ``timeout`` in seconds, ``retries`` on connection errors and 5xx answers
-    with exponential backoff starting at ``backoff`` seconds. Use :meth:`connect` to
+    Parameters: `url` (e.g. `http://127.0.0.1:8086`), `credentials` (user and
+    password; None only for a server without auth), `database` (default for writes
+    and queries), `timeout` in seconds, `retries` on connection errors and 5xx answers
+    with exponential backoff starting at `backoff` seconds. Use `connect` to
     build one from the lab's settings.
     """
 
@@ -139,7 +139,7 @@ class InfluxDB:
         database: str | None = None,
         **kw,
     ) -> InfluxDB:
-        """A client for the lab's InfluxDB as ``role`` (``admin``, ``ingest`` or ``reader``)."""
+        """A client for the lab's InfluxDB as `role` (`admin`, `ingest` or `reader`)."""
         settings = settings or load_settings()
         return cls(
             settings.require_influx_url(),
@@ -201,7 +201,7 @@ class InfluxDB:
             )
 
     def ping(self) -> str:
-        """Check that the server answers; returns its version (``/ping`` needs no login)."""
+        """Check that the server answers; returns its version (`/ping` needs no login)."""
         resp = self._request("GET", "/ping")
         return resp.headers.get("X-Influxdb-Version", "unknown")
 
@@ -222,7 +222,7 @@ class InfluxDB:
     def execute(
         self, statement: str, params: dict | None = None, database: str | None = None
     ) -> list:
-        """Run InfluxQL statements (e.g. ``SHOW DATABASES``) and return the JSON results."""
+        """Run InfluxQL statements (e.g. `SHOW DATABASES`) and return the JSON results."""
         data = {"q": statement}
         db = database or self.database
         if db:
@@ -273,7 +273,7 @@ class InfluxDB:
         shard_duration: str | None = None,
         default: bool = False,
     ) -> None:
-        """Create a retention policy: keep data for ``duration`` (e.g. ``'30d'``, ``'INF'``)."""
+        """Create a retention policy: keep data for `duration` (e.g. `'30d'`, `'INF'`)."""
         if not _is_duration(duration):
             raise DataError(
                 f"duration {duration!r} is not valid: use e.g. '1h', '30d', '52w' or 'INF'"
@@ -313,16 +313,16 @@ class InfluxDB:
     ) -> WriteReport:
         """Write a DataFrame, or an iterable of point dicts, and report what was stored.
 
-        DataFrame: rows become points of ``measurement``; ``tags`` name the tag columns,
-        ``fields`` the field columns (default: all other columns); the time is the
-        DatetimeIndex or the column named by ``time``. Naive times are taken as UTC.
-        Points: dicts ``{"measurement", "tags", "fields", "time"}``.
+        DataFrame: rows become points of `measurement`; `tags` name the tag columns,
+        `fields` the field columns (default: all other columns); the time is the
+        DatetimeIndex or the column named by `time`. Naive times are taken as UTC.
+        Points: dicts `{"measurement", "tags", "fields", "time"}`.
 
-        Lines go out in batches of ``batch_size`` with ``writers`` requests in flight (a
+        Lines go out in batches of `batch_size` with `writers` requests in flight (a
         write that fits in one batch is sent from the calling thread). A batch too large for
         the server is split. Lines that InfluxDB rejects are found and collected; every other
-        line is stored. Then, unless ``raise_on_rejected`` is False, a
-        :class:`PartialWriteError` lists the rejected lines and why.
+        line is stored. Then, unless `raise_on_rejected` is False, a
+        `PartialWriteError` lists the rejected lines and why.
         """
         db = database or self._db()
         if isinstance(data, pd.DataFrame):
@@ -444,9 +444,9 @@ class InfluxDB:
     ) -> pd.DataFrame:
         """Run one InfluxQL SELECT and return a DataFrame indexed by UTC time.
 
-        Put user input in ``params`` and refer to it as ``$name`` in the query: the
+        Put user input in `params` and refer to it as `$name` in the query: the
         server binds it, so it is never read as InfluxQL. Numeric columns come back as
-        float64 (exactly the stored floats); tags as text columns. With ``GROUP BY``
+        float64 (exactly the stored floats); tags as text columns. With `GROUP BY`
         tags, each tag becomes a column. Times can be passed as datetimes or Timestamps.
         """
         data = {"q": q, "db": database or self._db(), "epoch": "ns"}
@@ -466,7 +466,7 @@ class InfluxDB:
         return _frame_from_csv(resp.content)
 
     def count(self, measurement: str, field: str = "price", *, database: str | None = None) -> int:
-        """Number of stored values of ``field`` in ``measurement`` (0 when there are none)."""
+        """Number of stored values of `field` in `measurement` (0 when there are none)."""
         df = self.query(
             f"SELECT count({quote_ident(field)}) FROM {quote_ident(measurement)}", database=database
         )
@@ -478,7 +478,7 @@ class EmptyWriteWarning(UserWarning):
 
 
 def _why_empty(frame: pd.DataFrame) -> str:
-    """Why a table to write has no rows, in one sentence, from what ``etl.clean`` noted."""
+    """Why a table to write has no rows, in one sentence, from what `etl.clean` noted."""
     made_by = frame.attrs.get(QUARANTINED_ATTR)
     if not made_by:
         return "the table has no rows"
@@ -501,7 +501,7 @@ def _why_empty(frame: pd.DataFrame) -> str:
 
 
 def _blank(content: bytes) -> bool:
-    """True for an empty answer (without copying a large one, as ``strip()`` would)."""
+    """True for an empty answer (without copying a large one, as `strip()` would)."""
     return not content or content.isspace()
 
 
@@ -530,8 +530,8 @@ _TAG_PAIR = re.compile(r"((?:[^\\,=]|\\.)+)=((?:[^\\,]|\\.)*)")
 
 
 def _parse_tags(text: str) -> dict[str, str]:
-    """``reason=bad\\ timestamp,asset=btc`` (the CSV ``tags`` column, escaped as in line
-    protocol) -> ``{"reason": "bad timestamp", "asset": "btc"}``."""
+    """`reason=bad\\ timestamp,asset=btc` (the CSV `tags` column, escaped as in line
+    protocol) -> `{"reason": "bad timestamp", "asset": "btc"}`."""
     return {
         _UNESCAPE.sub(r"\1", key): _UNESCAPE.sub(r"\1", value)
         for key, value in _TAG_PAIR.findall(str(text))

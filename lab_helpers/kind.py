@@ -1,16 +1,16 @@
-"""The lab on a kind cluster on this machine, in one command: ``make cluster``.
+"""The lab on a kind cluster on this machine, in one command: `make cluster`.
 
-``python -m lab_helpers.kind up`` (what ``make cluster`` runs), each step shown as it runs:
+`python -m lab_helpers.kind up` (what `make cluster` runs), each step shown as it runs:
 
-1. ``kind create cluster --config manifests/overlays/kind/cluster.yaml`` (kept when it exists);
-2. ``docker build`` of the three images, and ``kind load docker-image`` into the node;
-3. ``kubectl apply -f manifests/base/namespace.yaml``, the InfluxDB Secret
-   (``python -m lab_helpers.cluster secrets``), then ``kubectl apply -k manifests/overlays/kind``;
-4. ``kubectl rollout status`` of the five workloads;
-5. ``kubectl port-forward svc/api`` in the background: the dashboard on http://127.0.0.1:8080/.
+1. `kind create cluster --config manifests/overlays/kind/cluster.yaml` (kept when it exists);
+2. `docker build` of the three images, and `kind load docker-image` into the node;
+3. `kubectl apply -f manifests/base/namespace.yaml`, the InfluxDB Secret
+   (`python -m lab_helpers.cluster secrets`), then `kubectl apply -k manifests/overlays/kind`;
+4. `kubectl rollout status` of the five workloads;
+5. `kubectl port-forward svc/api` in the background: the dashboard on http://127.0.0.1:8080/.
 
-``python -m lab_helpers.kind down`` (``make cluster-down``) stops the port-forward and deletes
-the cluster. Without Docker or kind, ``up`` says in one sentence what is missing and where to
+`python -m lab_helpers.kind down` (`make cluster-down`) stops the port-forward and deletes
+the cluster. Without Docker or kind, `up` says in one sentence what is missing and where to
 get it.
 """
 
@@ -57,7 +57,7 @@ def cluster_name() -> str:
 
 
 def context() -> str:
-    """The kube context kind writes for the cluster: ``kind-<name>``."""
+    """The kube context kind writes for the cluster: `kind-<name>`."""
     return f"kind-{cluster_name()}"
 
 
@@ -77,7 +77,7 @@ def kind_version(kind: str) -> tuple[int, int] | None:
 
 
 def missing() -> str | None:
-    """One sentence naming what ``make cluster`` lacks here and where to get it, or None."""
+    """One sentence naming what `make cluster` lacks here and where to get it, or None."""
     lacking = []
     if shutil.which("docker", path=tool_path()) is None:
         lacking.append(INSTALL["docker"])
@@ -166,7 +166,7 @@ def up(build: bool = True, port: int | None = None) -> str:
 
 
 def forward_dashboard(port: int | None = None) -> str:
-    """Start ``kubectl port-forward svc/api`` in the background (replacing an earlier one)."""
+    """Start `kubectl port-forward svc/api` in the background (replacing an earlier one)."""
     port = port if port is not None else env_value("LAB_CLUSTER_PORT", DASHBOARD_PORT, int)
     stop_forward()
     state = _state_dir()
@@ -187,7 +187,7 @@ def forward_dashboard(port: int | None = None) -> str:
 
 
 def stop_forward() -> bool:
-    """Stop the background port-forward that :func:`up` started, if it still runs."""
+    """Stop the background port-forward that `up` started, if it still runs."""
     pid_file = _state_dir() / "port-forward.pid"
     if not pid_file.exists():
         return False

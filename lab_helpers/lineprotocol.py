@@ -1,21 +1,21 @@
 """Encode pandas DataFrames and point dicts as InfluxDB line protocol.
 
-Line protocol is the text format of InfluxDB's write API, one point per line::
+Line protocol is the text format of InfluxDB's write API, one point per line:
 
     measurement,tag1=a,tag2=b field1=1.5,field2="text",field3=7i 1618444800000000000
 
 Escaping follows the v1 specification: in measurement names commas and spaces get a
-backslash; in tag keys, tag values and field keys also ``=``; in string field values ``"``
-and ``\\``. Names cannot hold line breaks or end with a backslash (InfluxDB 1.x stores
+backslash; in tag keys, tag values and field keys also `=`; in string field values `"`
+and `\\`. Names cannot hold line breaks or end with a backslash (InfluxDB 1.x stores
 backslashes in names as they are, so a final one would swallow the next separator).
-Floats are written with Python's shortest round-trip ``repr``, so every float64 reads back
+Floats are written with Python's shortest round-trip `repr`, so every float64 reads back
 bit for bit. NaN fields are left out (line protocol has no NaN); a row with no
 field left is skipped and counted. Infinite values cannot be stored and are refused.
 
 Speed: a DataFrame is encoded column-wise. Each distinct tag combination is escaped once, and
-when every field is a number or a boolean a whole chunk of rows is filled into one ``%``
+when every field is a number or a boolean a whole chunk of rows is filled into one `%`
 format, so the loop over rows runs in C; what remains is mostly CPython turning floats into
-text (``docs/benchmarks.md`` has the figures).
+text (`docs/benchmarks.md` has the figures).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _escape_key(text: str) -> str:
 
 
 def encode_field_value(value) -> str | None:
-    """One field value as line protocol text; ``None`` for a missing (None/NaN) value."""
+    """One field value as line protocol text; `None` for a missing (None/NaN) value."""
     if type(value) is float:  # the usual case first
         if value != value:  # NaN
             return None
@@ -112,7 +112,7 @@ def coarsest_precision(ns: np.ndarray) -> str:
 
 
 def _column_parts(key: str, series: pd.Series) -> list[str | None]:
-    """``key=value`` text for each row of a column, ``None`` where the value is missing."""
+    """`key=value` text for each row of a column, `None` where the value is missing."""
     ekey = escape_key(key)
     missing = series.isna().to_numpy()
     if pd.api.types.is_bool_dtype(series):
@@ -134,7 +134,7 @@ def _column_parts(key: str, series: pd.Series) -> list[str | None]:
 
 
 def _tag_prefixes(measurement: str, frame: pd.DataFrame, tags: list[str]) -> _Prefixes:
-    """``measurement,tag=value...`` of every row, as a code per row into the distinct texts.
+    """`measurement,tag=value...` of every row, as a code per row into the distinct texts.
 
     Tags hold few distinct values, so each distinct combination is escaped and joined once,
     for the whole frame, instead of once per row.
@@ -165,10 +165,10 @@ class _Prefixes:
 
 @dataclass(frozen=True)
 class EncodedBatch:
-    """One write request: the ``body`` to POST (each line ends with a newline), how many
+    """One write request: the `body` to POST (each line ends with a newline), how many
     lines it holds, their precision, and how many rows had no field and were skipped.
 
-    ``lines`` gives the lines as a list of text (only needed when InfluxDB rejects some).
+    `lines` gives the lines as a list of text (only needed when InfluxDB rejects some).
     """
 
     body: bytes
@@ -199,8 +199,8 @@ _CHUNK = 10_000
 
 
 def _field_format(key: str, series: pd.Series) -> str | None:
-    """``key=%r`` (float), ``key=%di`` (integer) or ``key=%s`` (boolean as true/false) for the
-    fast path; ``None`` if the column needs the general path (text, objects)."""
+    """`key=%r` (float), `key=%di` (integer) or `key=%s` (boolean as true/false) for the
+    fast path; `None` if the column needs the general path (text, objects)."""
     ekey = escape_key(key).replace("%", "%%")
     if pd.api.types.is_bool_dtype(series):
         return f"{ekey}=%s"
@@ -212,7 +212,7 @@ def _field_format(key: str, series: pd.Series) -> str | None:
 
 
 def _fast_values(series: pd.Series) -> list | None:
-    """A field column as Python values for the %-format; ``None`` if a value is missing."""
+    """A field column as Python values for the %-format; `None` if a value is missing."""
     if series.isna().any():
         return None
     if pd.api.types.is_bool_dtype(series):
@@ -223,7 +223,7 @@ def _fast_values(series: pd.Series) -> list | None:
 
 
 def _format_lines(line_format: str, columns: list[list]) -> bytes:
-    """Fill ``line_format`` once per row with the values of ``columns`` (one list each)."""
+    """Fill `line_format` once per row with the values of `columns` (one list each)."""
     width, rows = len(columns), len(columns[0])
     chunks = []
     for start in range(0, rows, _CHUNK):
@@ -259,9 +259,9 @@ def frame_batches(
     time: str | None = None,
     batch_size: int = 50_000,
 ) -> Iterator[EncodedBatch]:
-    """Yield the rows of ``frame`` as line protocol, ``batch_size`` rows at a time.
+    """Yield the rows of `frame` as line protocol, `batch_size` rows at a time.
 
-    The time comes from the column ``time`` if given, else from a DatetimeIndex. ``fields``
+    The time comes from the column `time` if given, else from a DatetimeIndex. `fields`
     defaults to every column that is not a tag or the time. Encoding happens batch by batch,
     so a writer can send one batch while the next is being built.
     """
@@ -315,9 +315,9 @@ def frame_batches(
 
 
 def encode_point(point: dict) -> str:
-    """One point dict as a line: ``{"measurement", "tags", "fields", "time"}``.
+    """One point dict as a line: `{"measurement", "tags", "fields", "time"}`.
 
-    ``time`` may be a datetime, a pandas Timestamp, an ISO string or integer nanoseconds;
+    `time` may be a datetime, a pandas Timestamp, an ISO string or integer nanoseconds;
     without it InfluxDB stamps the point with the time of arrival.
     """
     try:

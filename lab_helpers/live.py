@@ -1,28 +1,28 @@
 """Live prices from public REST APIs: the endpoints, a parser per API, and a poller.
 
-Each API is a :class:`LiveApi`: the documented URL of its price endpoint and a parser that
-turns the documented JSON answer into a tick (``asset`` as the lab names it, ``price`` as a
-float, ``time`` as ISO 8601 UTC text, ``source`` the API's name). None needs an API key.
+Each API is a `LiveApi`: the documented URL of its price endpoint and a parser that
+turns the documented JSON answer into a tick (`asset` as the lab names it, `price` as a
+float, `time` as ISO 8601 UTC text, `source` the API's name). None needs an API key.
 
-* ``coinbase``: ``GET https://api.exchange.coinbase.com/products/BTC-USD/ticker``, the last
+* `coinbase`: `GET https://api.exchange.coinbase.com/products/BTC-USD/ticker`, the last
   trade; the tick's time is the trade's time.
-* ``kraken``: ``GET https://api.kraken.com/0/public/Ticker?pair=XBTUSD``, the last trade; the
+* `kraken`: `GET https://api.kraken.com/0/public/Ticker?pair=XBTUSD`, the last trade; the
   answer has no time, so the tick's time is when the answer arrived.
-* ``binance``: ``GET https://api.binance.com/api/v3/ticker/price?symbol=BTCUSDT``, the latest
+* `binance`: `GET https://api.binance.com/api/v3/ticker/price?symbol=BTCUSDT`, the latest
   price; no time either (when the answer arrived).
-* ``gold-api``: ``GET https://api.gold-api.com/price/XAU`` (gold, silver, platinum), the spot
-  price per troy ounce; the tick's time is the API's ``updatedAt``.
+* `gold-api`: `GET https://api.gold-api.com/price/XAU` (gold, silver, platinum), the spot
+  price per troy ounce; the tick's time is the API's `updatedAt`.
 
-A parser raises :class:`LiveDataError` (one sentence) for an answer that is not a price in the
+A parser raises `LiveDataError` (one sentence) for an answer that is not a price in the
 documented format: an error message from the API, a missing field, a price that is not a
 positive number, a pair not quoted in US dollars. It never raises anything else.
 
 Binance quotes crypto against USDT, a dollar stablecoin, which is taken as USD here; it also
 refuses clients in some countries (HTTP 451), so Coinbase is the default for crypto.
 
-:class:`Poller` asks each endpoint every ``interval`` seconds, with a timeout, and backs off
-exponentially from an endpoint that fails (:func:`backoff_delay`), honouring ``Retry-After``.
-The sample answers in ``tests/payloads/`` are the documentation's examples (see the README
+`Poller` asks each endpoint every `interval` seconds, with a timeout, and backs off
+exponentially from an endpoint that fails (`backoff_delay`), honouring `Retry-After`.
+The sample answers in `tests/payloads/` are the documentation's examples (see the README
 there); the tests never call the real APIs.
 """
 
@@ -56,9 +56,9 @@ Parser = Callable[[Any, str, datetime], dict]
 class LiveApi:
     """One public price API: where to ask for an asset, and how to read the answer.
 
-    :attr:`symbols` maps the lab's asset names to the API's own (the ``live`` field of each
-    asset in the catalogue, ``data/assets.yaml``); ``min_interval`` is the shortest polling
-    interval the API's documentation asks for; ``docs`` is where the format is documented.
+    `symbols` maps the lab's asset names to the API's own (the `live` field of each
+    asset in the catalogue, `data/assets.yaml`); `min_interval` is the shortest polling
+    interval the API's documentation asks for; `docs` is where the format is documented.
     """
 
     name: str
@@ -69,11 +69,11 @@ class LiveApi:
 
     @property
     def symbols(self) -> dict[str, str]:
-        """``{asset: symbol}``: the assets of the catalogue that list this API."""
+        """`{asset: symbol}`: the assets of the catalogue that list this API."""
         return catalogue.load().live_symbols(self.name)
 
     def url(self, asset: str) -> str:
-        """The request URL for ``asset`` (a lab name such as ``"btc"``)."""
+        """The request URL for `asset` (a lab name such as `"btc"`)."""
         symbols = self.symbols
         if asset not in symbols:
             raise ConfigError(
@@ -82,17 +82,17 @@ class LiveApi:
         return self.url_template.format(symbol=symbols[asset])
 
     def is_symbol_of(self, symbol: object, asset: str) -> bool:
-        """True when ``symbol`` in an answer names ``asset``: its symbol in the catalogue,
-        or any name the catalogue knows for it (``XBT`` for bitcoin)."""
+        """True when `symbol` in an answer names `asset`: its symbol in the catalogue,
+        or any name the catalogue knows for it (`XBT` for bitcoin)."""
         if not isinstance(symbol, str):
             return False
         own = self.symbols.get(asset, "")
         return symbol.upper() == own.upper() or catalogue.load().normalize(symbol) == asset
 
     def parse(self, payload: Any, asset: str, received: datetime | None = None) -> dict:
-        """The tick in ``payload`` (the decoded JSON answer to ``url(asset)``).
+        """The tick in `payload` (the decoded JSON answer to `url(asset)`).
 
-        ``received`` is when the answer arrived (default: now); it is the tick's time for
+        `received` is when the answer arrived (default: now); it is the tick's time for
         APIs whose answer has no time of its own.
         """
         return self.parser(payload, asset, received or datetime.now(UTC))
@@ -145,11 +145,11 @@ def _tick(asset: str, price: float, time_text: str, api: str) -> dict:
 
 
 def parse_coinbase(payload: Any, asset: str, received: datetime) -> dict:
-    """Coinbase Exchange ``GET /products/{product_id}/ticker``: the last trade.
+    """Coinbase Exchange `GET /products/{product_id}/ticker`: the last trade.
 
-    ``{"trade_id": 4729088, "price": "333.99", "size": "0.193", "bid": "333.98",
-    "ask": "333.99", "volume": "5957.11914015", "time": "2015-11-14T20:46:03.511254Z"}``;
-    errors are ``{"message": "..."}``. The answer does not name the product: ``asset`` does.
+    `{"trade_id": 4729088, "price": "333.99", "size": "0.193", "bid": "333.98",
+    "ask": "333.99", "volume": "5957.11914015", "time": "2015-11-14T20:46:03.511254Z"}`;
+    errors are `{"message": "..."}`. The answer does not name the product: `asset` does.
     """
     if isinstance(payload, dict) and "message" in payload and "price" not in payload:
         raise LiveDataError(f"coinbase answered with an error: {payload['message']!r}")
@@ -158,8 +158,8 @@ def parse_coinbase(payload: Any, asset: str, received: datetime) -> dict:
 
 
 def _kraken_pair(key: str) -> tuple[str, str]:
-    """``"XXBTZUSD"`` -> ``("XBT", "USD")``: Kraken writes its older assets with four letters,
-    X for crypto and Z for fiat (XXBT + ZUSD); newer ones plainly (``SOLUSD``)."""
+    """`"XXBTZUSD"` -> `("XBT", "USD")`: Kraken writes its older assets with four letters,
+    X for crypto and Z for fiat (XXBT + ZUSD); newer ones plainly (`SOLUSD`)."""
     if len(key) == 8 and key[0] == "X" and key[4] == "Z":
         return key[1:4], key[5:]
     if key.endswith("USD"):
@@ -168,11 +168,11 @@ def _kraken_pair(key: str) -> tuple[str, str]:
 
 
 def parse_kraken(payload: Any, asset: str, received: datetime) -> dict:
-    """Kraken ``GET /0/public/Ticker?pair=XBTUSD``: ``c[0]``, the last trade's price.
+    """Kraken `GET /0/public/Ticker?pair=XBTUSD`: `c[0]`, the last trade's price.
 
-    ``{"error": [], "result": {"XXBTZUSD": {"c": ["30303.20000", "0.00067643"], ...}}}``;
-    errors come as ``{"error": ["EQuery:Unknown asset pair"]}``. The answer has no time:
-    the tick gets ``received``.
+    `{"error": [], "result": {"XXBTZUSD": {"c": ["30303.20000", "0.00067643"], ...}}}`;
+    errors come as `{"error": ["EQuery:Unknown asset pair"]}`. The answer has no time:
+    the tick gets `received`.
     """
     errors = _require(payload, "error", "kraken")
     if errors:
@@ -194,11 +194,11 @@ def parse_kraken(payload: Any, asset: str, received: datetime) -> dict:
 
 
 def parse_binance(payload: Any, asset: str, received: datetime) -> dict:
-    """Binance ``GET /api/v3/ticker/price?symbol=BTCUSDT``: the latest price.
+    """Binance `GET /api/v3/ticker/price?symbol=BTCUSDT`: the latest price.
 
-    ``{"symbol": "LTCBTC", "price": "4.00000200"}``; errors are
-    ``{"code": -1121, "msg": "Invalid symbol."}``. Only pairs against USDT or USD are prices
-    in dollars. The answer has no time: the tick gets ``received``.
+    `{"symbol": "LTCBTC", "price": "4.00000200"}`; errors are
+    `{"code": -1121, "msg": "Invalid symbol."}`. Only pairs against USDT or USD are prices
+    in dollars. The answer has no time: the tick gets `received`.
     """
     if isinstance(payload, dict) and "code" in payload and "msg" in payload:
         raise LiveDataError(f"binance answered with an error: {payload['msg']!r}")
@@ -215,11 +215,11 @@ def parse_binance(payload: Any, asset: str, received: datetime) -> dict:
 
 
 def parse_gold_api(payload: Any, asset: str, received: datetime) -> dict:
-    """gold-api.com ``GET /price/{symbol}``: the spot price in USD per troy ounce.
+    """gold-api.com `GET /price/{symbol}`: the spot price in USD per troy ounce.
 
-    ``{"currency": "USD", "name": "Gold", "price": 4165.200195, "symbol": "XAU",
-    "updatedAt": "2026-07-03T16:08:54Z", ...}``. The tick's time is ``updatedAt``
-    (``received`` if the answer has none).
+    `{"currency": "USD", "name": "Gold", "price": 4165.200195, "symbol": "XAU",
+    "updatedAt": "2026-07-03T16:08:54Z", ...}`. The tick's time is `updatedAt`
+    (`received` if the answer has none).
     """
     symbol = _require(payload, "symbol", "gold-api")
     _check_asset(APIS["gold-api"].is_symbol_of(symbol, asset), asset, "gold-api", symbol)
@@ -283,11 +283,11 @@ class Endpoint:
 def plan(
     assets: tuple[str, ...] | list[str], apis: tuple[str, ...] = DEFAULT_APIS
 ) -> list[Endpoint]:
-    """Which API to ask for each asset: the first one in ``apis`` that has it.
+    """Which API to ask for each asset: the first one in `apis` that has it.
 
-    ``plan(["btc", "gold"])`` asks Coinbase for BTC and gold-api.com for gold. Raises
-    :class:`~lab_helpers.errors.ConfigError` for an unknown API or asset, or an asset that
-    none of ``apis`` has.
+    `plan(["btc", "gold"])` asks Coinbase for BTC and gold-api.com for gold. Raises
+    `ConfigError` for an unknown API or asset, or an asset that
+    none of `apis` has.
     """
     unknown = [name for name in apis if name not in APIS]
     if unknown:
@@ -321,14 +321,14 @@ def plan(
 
 
 def backoff_delay(failures: int, *, base: float = 1.0, cap: float = 300.0) -> float:
-    """Seconds to wait after ``failures`` failures in a row: 1, 2, 4, 8 ... up to ``cap``."""
+    """Seconds to wait after `failures` failures in a row: 1, 2, 4, 8 ... up to `cap`."""
     if failures <= 0:
         return 0.0
     return min(cap, base * 2 ** min(failures - 1, 30))
 
 
 def _retry_after(response: httpx.Response) -> float:
-    """The ``Retry-After`` header in seconds (0 if absent or not a number)."""
+    """The `Retry-After` header in seconds (0 if absent or not a number)."""
     try:
         return max(0.0, float(response.headers.get("retry-after", "0")))
     except ValueError:
@@ -349,12 +349,12 @@ class EndpointState:
 
 
 class Poller:
-    """Polls ``endpoints`` and yields each new tick: ``async for tick in poller.ticks(): ...``.
+    """Polls `endpoints` and yields each new tick: `async for tick in poller.ticks(): ...`.
 
-    Every endpoint is asked every ``interval`` seconds (or its API's ``min_interval`` if that
-    is longer), all due endpoints at once, each with ``timeout``. An endpoint that fails (no
-    answer, HTTP error, an answer that is not a price) is skipped for :func:`backoff_delay`
-    seconds, longer after each failure in a row, and ``on_error(api, message)`` is called. An
+    Every endpoint is asked every `interval` seconds (or its API's `min_interval` if that
+    is longer), all due endpoints at once, each with `timeout`. An endpoint that fails (no
+    answer, HTTP error, an answer that is not a price) is skipped for `backoff_delay`
+    seconds, longer after each failure in a row, and `on_error(api, message)` is called. An
     answer whose time has not moved since the last one (no new trade) is not a new tick.
     """
 
@@ -399,7 +399,7 @@ class Poller:
             await asyncio.sleep(max(0.0, min(s.next_try for s in self.states) - self.clock()))
 
     async def poll(self, state: EndpointState, client: httpx.AsyncClient) -> dict | None:
-        """Ask one endpoint once; the new tick, or ``None`` (no change, or a failure)."""
+        """Ask one endpoint once; the new tick, or `None` (no change, or a failure)."""
         endpoint = state.endpoint
         state.polls += 1
         retry_after = 0.0
@@ -426,7 +426,7 @@ class Poller:
         return tick
 
     def _failed(self, state: EndpointState, message: str, retry_after: float) -> None:
-        """Count a failure and skip the endpoint for the back-off (or ``Retry-After``)."""
+        """Count a failure and skip the endpoint for the back-off (or `Retry-After`)."""
         state.failures += 1
         state.errors += 1
         state.last_error = message

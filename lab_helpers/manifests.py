@@ -1,5 +1,5 @@
-"""The lab's Kubernetes manifests, rendered offline: what ``kubectl kustomize`` makes of an
-overlay, as Python dicts, for a notebook to walk through or a test to check. No cluster needed::
+"""The lab's Kubernetes manifests, rendered offline: what `kubectl kustomize` makes of an
+overlay, as Python dicts, for a notebook to walk through or a test to check. No cluster needed:
 
     from lab_helpers import manifests
 
@@ -22,7 +22,7 @@ MANIFESTS = project_root() / "manifests"
 
 
 def overlay_dir(overlay: str | Path) -> Path:
-    """The folder of a kustomize overlay: a name (``kind``, ``aks``...) or a path."""
+    """The folder of a kustomize overlay: a name (`kind`, `aks`...) or a path."""
     path = Path(overlay)
     candidates = [path] if path.is_absolute() or path.exists() else []
     candidates += [MANIFESTS / "overlays" / str(overlay), MANIFESTS / str(overlay)]
@@ -39,9 +39,9 @@ def overlay_dir(overlay: str | Path) -> Path:
 
 
 def render(overlay: str | Path) -> list[dict]:
-    """The objects of a kustomize overlay, as dicts: what ``kubectl kustomize`` prints.
+    """The objects of a kustomize overlay, as dicts: what `kubectl kustomize` prints.
 
-    ``overlay`` is a name under ``manifests/overlays/`` (``kind``, ``aks``...) or a folder.
+    `overlay` is a name under `manifests/overlays/` (`kind`, `aks`...) or a folder.
     """
     folder = overlay_dir(overlay)
     try:

@@ -1,7 +1,7 @@
 """What runs on the cluster, as a program checks it: are the lab's pods ready, and if not, why;
-how fast a deleted pod comes back. The official ``kubernetes`` client, read-only.
+how fast a deleted pod comes back. The official `kubernetes` client, read-only.
 
-``kubectl get pods`` shows the same to a person; a notebook or a test needs it as data::
+`kubectl get pods` shows the same to a person; a notebook or a test needs it as data:
 
     from lab_helpers import pods
 
@@ -15,7 +15,6 @@ how fast a deleted pod comes back. The official ``kubernetes`` client, read-only
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .cluster import NAME_LABEL, ClusterError, Connection, api_message, current
+from .wait import wait_for
 
 if TYPE_CHECKING:
     from kubernetes.client import V1Pod
@@ -39,7 +39,7 @@ PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrIma
 
 
 def is_ready(pod: V1Pod) -> bool:
-    """True when the pod's ``Ready`` condition is true and it is not being deleted."""
+    """True when the pod's `Ready` condition is true and it is not being deleted."""
     if pod.metadata is not None and pod.metadata.deletion_timestamp is not None:
         return False
     conditions = (pod.status.conditions if pod.status else None) or []
@@ -117,14 +117,15 @@ def wait_until_ready(
     poll: float = 2.0,
 ) -> pd.DataFrame:
     """Wait until every pod of each app (default: the lab's five workloads) is ready and none
-    is terminating; returns :func:`pods`. After ``timeout`` seconds, :class:`ClusterError`
+    is terminating; returns `pods`. After `timeout` seconds, `ClusterError`
     says what is still missing and why (image not pulled, Secret missing, crash loop...)."""
     conn = current()
     namespace = namespace or conn.namespace
     wanted = list(apps or WORKLOADS)
-    deadline = time.monotonic() + timeout
-    while True:
-        missing = {}
+    missing: dict[str, str] = {}  # app -> why it is not ready, as last seen
+
+    def all_ready() -> bool:
+        missing.clear()
         for app in wanted:
             found = _list(conn, namespace, f"{NAME_LABEL}={app}")
             if not found:
@@ -133,12 +134,14 @@ def wait_until_ready(
                 reasons = sorted({problem(p) for p in found} - {""})
                 waiting = sum(not is_ready(p) for p in found)
                 missing[app] = "; ".join([f"{waiting} of {len(found)} not ready", *reasons])
-        if not missing:
-            return pods(namespace)
-        if time.monotonic() > deadline:
-            waiting_for = "; ".join(f"{app}: {why}" for app, why in missing.items())
-            raise ClusterError(f"not ready after {timeout:.0f} s in {namespace}: {waiting_for}")
-        time.sleep(poll)
+        return not missing
+
+    def still_missing() -> str:
+        waiting_for = "; ".join(f"{app}: {why}" for app, why in missing.items())
+        return f"the pods in {namespace} to be ready ({waiting_for})"
+
+    wait_for(all_ready, timeout, still_missing, every=poll, error=ClusterError)
+    return pods(namespace)
 
 
 def _time(value: Any) -> datetime | None:
@@ -148,7 +151,7 @@ def _time(value: Any) -> datetime | None:
 class PodWatch:
     """The pods of one app at one moment, to follow what happens to them afterwards.
 
-    Made by :func:`watch`. :meth:`replacement` then follows the API server's events from that
+    Made by `watch`. `replacement` then follows the API server's events from that
     moment on (a Kubernetes *watch* from the listing's resource version), so nothing that
     happened in between is missed, however long the cells in between took.
     """
@@ -181,10 +184,10 @@ class PodWatch:
     def replacement(self, timeout: float = 180.0) -> pd.DataFrame:
         """Follow the pods until one that was not there before is ready; the timeline.
 
-        A DataFrame ``seconds, pod, event``: seconds after the delete request, from the API
+        A DataFrame `seconds, pod, event`: seconds after the delete request, from the API
         server's own timestamps (the deleted pod's deletion time minus its grace period; the
-        new pod's creation, scheduling and readiness). ``attrs["recovered_after"]`` is when the
-        new pod became ready. Call it after deleting a pod (``kubectl delete pod NAME``).
+        new pod's creation, scheduling and readiness). `attrs["recovered_after"]` is when the
+        new pod became ready. Call it after deleting a pod (`kubectl delete pod NAME`).
         """
         from kubernetes import watch as k8s_watch
         from kubernetes.client import ApiException, V1Pod
@@ -263,7 +266,7 @@ class PodWatch:
 
 
 def watch(app: str, namespace: str | None = None) -> PodWatch:
-    """Remember the pods of ``app`` now, to follow what happens to them (see :class:`PodWatch`)."""
+    """Remember the pods of `app` now, to follow what happens to them (see `PodWatch`)."""
     conn = current()
     return PodWatch(conn, namespace or conn.namespace, app)
 
@@ -272,15 +275,15 @@ def external_address(namespace: str | None = None, service: str = "api", wait: f
     """The public IP (or host name) of a LoadBalancer Service, e.g. the api on AKS.
 
     Azure needs a minute or three to create the public IP after the Service appears; this
-    waits up to ``wait`` seconds, then says it is still pending (run it again). Then the
-    dashboard is at ``http://<address>/``.
+    waits up to `wait` seconds, then says it is still pending (run it again). Then the
+    dashboard is at `http://<address>/`.
     """
     from kubernetes.client import ApiException
 
     conn = current()
     namespace = namespace or conn.namespace
-    deadline = time.monotonic() + wait
-    while True:
+
+    def address() -> str | None:
         try:
             svc = conn.core.read_namespaced_service(service, namespace)
         except ApiException as err:
@@ -297,9 +300,12 @@ def external_address(namespace: str | None = None, service: str = "api", wait: f
         for ingress in (balancer.ingress if balancer else None) or []:
             if ingress.ip or ingress.hostname:
                 return str(ingress.ip or ingress.hostname)
-        if time.monotonic() >= deadline:
-            raise ClusterError(
-                f"the external address of {service!r} is still pending: Azure is creating the "
-                "public IP, usually 1-3 minutes; run this again"
-            )
-        time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+        return None
+
+    found = wait_for(address, wait, every=5.0, error=None)
+    if not found:
+        raise ClusterError(
+            f"the external address of {service!r} is still pending: Azure is creating the "
+            "public IP, usually 1-3 minutes; run this again"
+        )
+    return found

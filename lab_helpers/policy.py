@@ -2,7 +2,7 @@
 lab's own manifests to, and what notebook 02 holds a learner's manifest to.
 
 Each rule is one sentence when broken. A program's own pods (`own=True`: the lab's services)
-also run with a read-only root file system::
+also run with a read-only root file system:
 
     from lab_helpers import policy
 
@@ -41,7 +41,7 @@ def probe_port(probe: dict):
 
 
 def workload_problems(workload: dict, own: bool = False) -> list[str]:
-    """What in ``workload`` breaks the lab's rules (see the module help), one sentence each."""
+    """What in `workload` breaks the lab's rules (see the module help), one sentence each."""
     problems = []
     spec = workload["spec"]["template"]["spec"]
     where = f"{workload['kind']}/{workload['metadata']['name']}"
@@ -88,7 +88,7 @@ def workload_problems(workload: dict, own: bool = False) -> list[str]:
 
 
 def validate(objects: Iterable[dict], version: str, strict: bool = True) -> list[str]:
-    """kubernetes-validate on each object for Kubernetes ``version`` (``"1.37.0"``); strict:
+    """kubernetes-validate on each object for Kubernetes `version` (`"1.37.0"`); strict:
     unknown fields are errors. One line per object that fails (its first error)."""
     import kubernetes_validate.utils as kv
 

@@ -1,5 +1,5 @@
 """Ask a running service over HTTP, as notebooks 01 and 02 do: what one call costs, and what
-its metrics say::
+its metrics say:
 
     from lab_helpers import probes
 
@@ -21,7 +21,7 @@ import requests
 
 
 def median_seconds(call: Callable[[], object], n: int = 200) -> float:
-    """The median time of ``n`` calls of ``call``, in seconds."""
+    """The median time of `n` calls of `call`, in seconds."""
     samples = []
     for _ in range(n):
         start = time.perf_counter()
@@ -32,7 +32,7 @@ def median_seconds(call: Callable[[], object], n: int = 200) -> float:
 
 def call_costs(url: str, n: int = 200) -> pd.DataFrame:
     """The median time of a Python function call that builds the answer of a `/healthz`, and
-    of an HTTP GET of ``url`` over one kept-open connection (as a service client does), in
+    of an HTTP GET of `url` over one kept-open connection (as a service client does), in
     microseconds: a table with the columns `call` and `median_us`."""
 
     def in_process() -> dict:
@@ -47,8 +47,8 @@ def call_costs(url: str, n: int = 200) -> pd.DataFrame:
 
 
 def metric_lines(url: str, *prefixes: str) -> str:
-    """The lines of a Prometheus text answer (GET ``url``) whose metric starts with one of
-    ``prefixes``, without the `_created` timestamps and the help and type comments."""
+    """The lines of a Prometheus text answer (GET `url`) whose metric starts with one of
+    `prefixes`, without the `_created` timestamps and the help and type comments."""
     text = requests.get(url, timeout=5).text
     return "\n".join(
         line
@@ -59,8 +59,8 @@ def metric_lines(url: str, *prefixes: str) -> str:
 
 @contextlib.contextmanager
 def service_process(stack, name: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start one more process of the stack's service ``name`` on a free port, with the stack's
-    settings changed by ``env``; yields its URL, and stops it at the end of the block (how
+    """Start one more process of the stack's service `name` on a free port, with the stack's
+    settings changed by `env`; yields its URL, and stops it at the end of the block (how
     notebook 02 starts an api with a wrong password)."""
     from .stack import free_port
 

@@ -1,39 +1,39 @@
 """Replay the bundled price history as a stream of ticks, with bad records mixed in on purpose.
 
-This is the logic of the ``source`` service (``services/source/main.py``) without any network:
+This is the logic of the `source` service (`services/source/main.py`) without any network:
 it builds the ticks, decides how long to wait before each one, and injects bad records, so
 that every piece can be tested, and used from a notebook, on its own.
 
-A tick is a small dict, the body of one message on the subject ``ticks.<asset>``
-(see ``docs/architecture.md``)::
+A tick is a small dict, the body of one message on the subject `ticks.<asset>`
+(see `docs/architecture.md`):
 
     {"asset": "btc", "price": 56535.89, "time": "2021-03-15T22:18:00Z", "source": "replay",
      "seq": 1, "volume": 0.29, "open": 56609.59, "high": 56609.59, "low": 56524.7}
 
-``seq`` counts the emitted records from 0; ``volume/open/high/low`` appear when the data set has
-them. The service adds ``sent`` (the wall-clock publish time) when it publishes.
+`seq` counts the emitted records from 0; `volume/open/high/low` appear when the data set has
+them. The service adds `sent` (the wall-clock publish time) when it publishes.
 
-Bad records: with ``bad_share`` > 0, that share of the emitted records is bad, of the kinds in
-:data:`BAD_KINDS` (chosen at random with a fixed ``seed``, so a run can be repeated exactly):
+Bad records: with `bad_share` > 0, that share of the emitted records is bad, of the kinds in
+`BAD_KINDS` (chosen at random with a fixed `seed`, so a run can be repeated exactly):
 
 ====================  ==========================================================================
 kind                  what is emitted
 ====================  ==========================================================================
-``missing_price``     the next tick without its ``price`` key
-``nan_price``         the next tick with ``price`` NaN
-``negative_price``    the next tick with its price negated
-``wrong_type``        the next tick with ``price`` as text (``"abc"``) or a list (``[63000.5]``)
-``unknown_asset``     the next tick with an asset the lab does not know (``"doge"``)
-``broken_timestamp``  the next tick with a ``time`` that is no time (``"2021-02-30T10:00:00Z"``)
-``duplicate``         a re-send of one of the last few valid ticks (same fields, own ``seq``)
-``out_of_order``      the next tick, held back until 1 to 3 later ticks are out: it is VALID
+`missing_price`     the next tick without its `price` key
+`nan_price`         the next tick with `price` NaN
+`negative_price`    the next tick with its price negated
+`wrong_type`        the next tick with `price` as text (`"abc"`) or a list (`[63000.5]`)
+`unknown_asset`     the next tick with an asset the lab does not know (`"doge"`)
+`broken_timestamp`  the next tick with a `time` that is no time (`"2021-02-30T10:00:00Z"`)
+`duplicate`         a re-send of one of the last few valid ticks (same fields, own `seq`)
+`out_of_order`      the next tick, held back until 1 to 3 later ticks are out: it is VALID
 ====================  ==========================================================================
 
 Bad records are *inserted*: the valid ticks are all still emitted, so the clean ticks the ETL
-keeps are exactly the data set. :data:`EXPECTED_REASON` says how ``lab_helpers.etl.clean``
+keeps are exactly the data set. `EXPECTED_REASON` says how `lab_helpers.etl.clean`
 treats each kind.
 
-Example::
+Example:
 
     from itertools import islice
     for kind, tick in islice(records(ReplayConfig(bad_share=0.2, seed=1)), 5):
@@ -59,10 +59,10 @@ from . import data
 from .errors import ConfigError, DataError
 
 SOURCE = "replay"
-"""The ``source`` field of every replayed tick."""
+"""The `source` field of every replayed tick."""
 BACKFILL_SOURCE = "history"
-"""The ``source`` field of the backfill: the history sent before the replay (see
-:func:`backfill`), so that it stays apart from the replayed ticks in InfluxDB."""
+"""The `source` field of the backfill: the history sent before the replay (see
+`backfill`), so that it stays apart from the replayed ticks in InfluxDB."""
 
 CORE_FIELDS = ("asset", "price", "time", "source")
 OPTIONAL_FIELDS = ("volume", "open", "high", "low")
@@ -81,7 +81,7 @@ BAD_KINDS: tuple[str, ...] = (
 """Every kind of bad record the injector can emit."""
 
 KINDS: tuple[str, ...] = ("valid", *BAD_KINDS)
-"""Every kind an emitted record can have: ``valid`` for a good tick."""
+"""Every kind an emitted record can have: `valid` for a good tick."""
 
 EXPECTED_REASON: dict[str, str | None] = {
     "valid": None,
@@ -94,7 +94,7 @@ EXPECTED_REASON: dict[str, str | None] = {
     "duplicate": "duplicate",  # only when the original is in the same clean() batch
     "out_of_order": None,  # a valid tick, late: the cleaner sorts, it must be stored
 }
-"""The quarantine reason of :func:`lab_helpers.etl.clean` for each kind (None: kept as clean)."""
+"""The quarantine reason of `lab_helpers.etl.clean` for each kind (None: kept as clean)."""
 
 NATURAL_STEP: dict[str, float] = {"1min": 60.0, "daily": 86_400.0, "monthly": 2_629_746.0}
 """Seconds between two rows at each frequency: the default speedup replays one row a second."""
@@ -110,12 +110,12 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 class ReplayConfig:
     """What to replay, from where, and how many bad records to mix in.
 
-    * ``dataset``: a key of :data:`lab_helpers.data.DATASETS` (default ``btc_usd_1min``);
-      set it to ``None`` to replay ``assets`` at ``frequency`` instead (merged in time order).
-    * ``start``: skip the rows before this time (ISO text, UTC when no offset is given).
-    * ``loop``: start again from ``start`` at the end of the data (``seq`` keeps counting).
-    * ``bad_share`` (0 to 1), ``bad_kinds``, ``seed``: the bad-record injector.
-    * ``backfill``: first send the history of every asset (:func:`backfill`), so that every
+    * `dataset`: a key of `lab_helpers.data.DATASETS` (default `btc_usd_1min`);
+      set it to `None` to replay `assets` at `frequency` instead (merged in time order).
+    * `start`: skip the rows before this time (ISO text, UTC when no offset is given).
+    * `loop`: start again from `start` at the end of the data (`seq` keeps counting).
+    * `bad_share` (0 to 1), `bad_kinds`, `seed`: the bad-record injector.
+    * `backfill`: first send the history of every asset (`backfill`), so that every
       chart has data before the replay starts.
     """
 
@@ -158,7 +158,7 @@ class ReplayConfig:
 
 
 def parse_start(text: str) -> pd.Timestamp:
-    """``"2021-04-01"`` or ``"2021-04-01T12:00:00+02:00"`` as a UTC timestamp (UTC if naive)."""
+    """`"2021-04-01"` or `"2021-04-01T12:00:00+02:00"` as a UTC timestamp (UTC if naive)."""
     try:
         stamp = pd.Timestamp(text)
     except (ValueError, TypeError):
@@ -175,10 +175,10 @@ def parse_start(text: str) -> pd.Timestamp:
 
 
 def history(config: ReplayConfig, *, data_dir: Path | str | None = None) -> pd.DataFrame:
-    """The rows to replay, sorted by time: the data set (or the assets merged), from ``start``.
+    """The rows to replay, sorted by time: the data set (or the assets merged), from `start`.
 
-    Raises :class:`~lab_helpers.errors.UnknownAssetError` for an unknown data set or asset and
-    :class:`~lab_helpers.errors.DataError` when nothing is left after ``start``.
+    Raises `UnknownAssetError` for an unknown data set or asset and
+    `DataError` when nothing is left after `start`.
     """
     if config.dataset is not None:
         frame = data.load(config.dataset, data_dir=data_dir)
@@ -202,10 +202,10 @@ def backfill(
     """The history the default replay sends before its own rows, sorted by time.
 
     Each asset of the catalogue with its daily data set (the preferred source, as
-    :func:`lab_helpers.data.load_prices` picks it), or its monthly one if it has no daily
+    `lab_helpers.data.load_prices` picks it), or its monthly one if it has no daily
     file. Rows at the times the replay itself covers for that asset are left out (the
     replayed ticks must not meet a backfilled price at the same instant), and so are the rows
-    of an asset up to the time in ``sent`` (what an earlier run already published).
+    of an asset up to the time in `sent` (what an earlier run already published).
     """
     assets = data.catalogue.load(data_dir)
     daily = [a for a in assets if any(d.frequency == "daily" for d in assets[a].datasets)]
@@ -230,10 +230,10 @@ def backfill(
 
 
 def valid_ticks(frame: pd.DataFrame, source: str = SOURCE) -> Iterator[dict]:
-    """Each row of a tidy price table as a tick dict, without ``seq`` (the injector adds it).
+    """Each row of a tidy price table as a tick dict, without `seq` (the injector adds it).
 
-    The optional fields (:data:`OPTIONAL_FIELDS`) are included when the row has a value;
-    ``source`` is the tick's ``source`` field.
+    The optional fields (`OPTIONAL_FIELDS`) are included when the row has a value;
+    `source` is the tick's `source` field.
     """
     extras = [c for c in OPTIONAL_FIELDS if c in frame.columns]
     # Formatting all times at once is much faster than one strftime per row.
@@ -251,7 +251,7 @@ def valid_ticks(frame: pd.DataFrame, source: str = SOURCE) -> Iterator[dict]:
 
 
 def _corrupt(kind: str, tick: dict, rng: random.Random) -> dict:
-    """A bad copy of ``tick`` of one of the kinds that replace a field."""
+    """A bad copy of `tick` of one of the kinds that replace a field."""
     if kind == "missing_price":
         return {k: v for k, v in tick.items() if k != "price"}
     if kind == "nan_price":
@@ -278,12 +278,12 @@ def inject_bad(
     seed: int = 0,
     first_seq: int = 0,
 ) -> Iterator[tuple[str, dict]]:
-    """Number the ``ticks`` (``seq`` from ``first_seq``) and mix in bad records: yields
-    ``(kind, tick)``.
+    """Number the `ticks` (`seq` from `first_seq`) and mix in bad records: yields
+    `(kind, tick)`.
 
-    Before each record, with probability ``share``, a bad record of a kind drawn from ``kinds``
+    Before each record, with probability `share`, a bad record of a kind drawn from `kinds`
     is emitted instead of the next valid tick (see the module help). The draws come from
-    ``random.Random(seed)``: the same arguments always give the same records.
+    `random.Random(seed)`: the same arguments always give the same records.
     """
     rng = random.Random(seed)
     rows = iter(ticks)
@@ -340,11 +340,11 @@ def records(
     data_dir: Path | str | None = None,
     sent: dict[str, pd.Timestamp] | None = None,
 ) -> Iterator[tuple[str, dict]]:
-    """The ``(kind, tick)`` pairs a source with ``config`` emits, at most ``limit`` of them.
+    """The `(kind, tick)` pairs a source with `config` emits, at most `limit` of them.
 
-    ``kind`` is ``"valid"`` for a good tick, else one of :data:`BAD_KINDS`. With
-    ``config.backfill``, the history of :func:`backfill` comes first (valid ticks whose
-    ``source`` is :data:`BACKFILL_SOURCE`; ``sent`` skips what was already published), then
+    `kind` is `"valid"` for a good tick, else one of `BAD_KINDS`. With
+    `config.backfill`, the history of `backfill` comes first (valid ticks whose
+    `source` is `BACKFILL_SOURCE`; `sent` skips what was already published), then
     the replay, numbered on. The data is read now (errors are raised here); the ticks are
     built lazily while you iterate.
     """
@@ -368,7 +368,7 @@ def records(
 
 
 def _numbered(tick: dict, seq: int) -> dict:
-    """The tick with ``seq`` right after the core fields, before the optional ones (easier
+    """The tick with `seq` right after the core fields, before the optional ones (easier
     to read)."""
     return {k: tick[k] for k in CORE_FIELDS if k in tick} | {"seq": seq} | tick
 
@@ -377,7 +377,7 @@ def _numbered(tick: dict, seq: int) -> dict:
 
 
 def tick_epoch(tick: dict) -> float | None:
-    """The tick's ``time`` in epoch seconds, or ``None`` if it is missing or not a time."""
+    """The tick's `time` in epoch seconds, or `None` if it is missing or not a time."""
     text = tick.get("time")
     if not isinstance(text, str):
         return None
@@ -400,8 +400,8 @@ def wall_delay(
     """Seconds to wait before emitting a tick, given the data times (epoch seconds) of the
     previous tick and of this one.
 
-    With ``rate`` (ticks per second) every tick waits ``1 / rate``, whatever its time. Else the
-    data time gap is played ``speedup`` times faster (60: one minute of data per second). A tick
+    With `rate` (ticks per second) every tick waits `1 / rate`, whatever its time. Else the
+    data time gap is played `speedup` times faster (60: one minute of data per second). A tick
     without a usable time, or older than the previous one, does not wait.
     """
     if rate:
@@ -412,7 +412,7 @@ def wall_delay(
 
 
 class Pacer:
-    """Remembers the data clock between ticks: ``pacer.delay(tick)`` is the wait before it.
+    """Remembers the data clock between ticks: `pacer.delay(tick)` is the wait before it.
 
     The clock only moves forward: a late (out-of-order) or broken tick does not wind it back,
     so the tick after it waits the right time.
@@ -435,10 +435,10 @@ class Pacer:
 
 
 def message_id(tick: dict) -> str:
-    """A ``Nats-Msg-Id`` for a tick: a hash of its content without ``sent``.
+    """A `Nats-Msg-Id` for a tick: a hash of its content without `sent`.
 
     The same tick published again (a restarted source with the same settings) has the same id,
-    so JetStream stores it once; a ``duplicate`` record has its own ``seq``, hence its own id,
+    so JetStream stores it once; a `duplicate` record has its own `seq`, hence its own id,
     so it reaches the ingest workers as a test of their cleaning.
     """
     body = {k: v for k, v in tick.items() if k != "sent"}
@@ -447,9 +447,9 @@ def message_id(tick: dict) -> str:
 
 
 def iso_utc(moment: datetime | pd.Timestamp | str) -> str:
-    """A time as ISO 8601 UTC text ending in ``Z``, e.g. ``2021-04-14T06:13:00Z``.
+    """A time as ISO 8601 UTC text ending in `Z`, e.g. `2021-04-14T06:13:00Z`.
 
-    Microseconds are kept when there are any (``2015-11-14T20:46:03.511254Z``); a time without
+    Microseconds are kept when there are any (`2015-11-14T20:46:03.511254Z`); a time without
     a zone is taken as UTC.
     """
     stamp = pd.Timestamp(moment)

@@ -1,5 +1,5 @@
 """The scaling experiment of notebook 02, on the local stack: publish a real price history as
-ticks, read each ingest worker's counters, wait until InfluxDB holds every tick::
+ticks, read each ingest worker's counters, wait until InfluxDB holds every tick:
 
     from lab_helpers import scaling
 
@@ -19,23 +19,19 @@ import requests
 
 from . import data
 from .broker import encode, ensure_stream, subject
+from .wait import wait_for
 
 SOURCE = "notebook-02"  # the `source` tag of the ticks published here
 
 
 def wait_until(condition: Callable, timeout: float = 30.0, every: float = 0.1):
-    """Call ``condition()`` until it returns something true; that value, or None after
-    ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(every)
-    return None
+    """Call `condition()` until it returns something true; that value, or the last (false)
+    one after `timeout` seconds (`lab_helpers.wait.wait_for` without the error)."""
+    return wait_for(condition, timeout, every=every, error=None)
 
 
 def status_code(url: str) -> int:
-    """The HTTP status of GET ``url``, or 0 when nothing answers."""
+    """The HTTP status of GET `url`, or 0 when nothing answers."""
     try:
         return requests.get(url, timeout=5).status_code
     except requests.RequestException:
@@ -52,7 +48,7 @@ def worker_stats(stack) -> dict[str, dict]:
 
 
 def ticks_of(asset: str) -> list[dict]:
-    """The bundled daily history of ``asset`` as tick messages (docs/architecture.md)."""
+    """The bundled daily history of `asset` as tick messages (docs/architecture.md)."""
     history = data.load_prices(asset)
     return [
         {"asset": asset, "price": float(price), "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -63,8 +59,8 @@ def ticks_of(asset: str) -> list[dict]:
 
 async def publish(stack, ticks: list[dict], burst: int = 100, pause: float = 0.02,
                   after_burst: Callable[[int], None] | None = None) -> None:  # fmt: skip
-    """Publish ``ticks`` to JetStream in bursts, each stored by the broker before the next;
-    ``after_burst(n)`` runs after burst ``n``."""
+    """Publish `ticks` to JetStream in bursts, each stored by the broker before the next;
+    `after_burst(n)` runs after burst `n`."""
     import nats
 
     nc = await nats.connect(stack.settings.nats_url)
@@ -80,7 +76,7 @@ async def publish(stack, ticks: list[dict], burst: int = 100, pause: float = 0.0
 
 
 def stored(db, asset: str) -> int:
-    """How many of the ticks published here for ``asset`` InfluxDB holds."""
+    """How many of the ticks published here for `asset` InfluxDB holds."""
     found = db.query(
         f"SELECT count(price) FROM price WHERE asset = $asset AND source = '{SOURCE}'",
         params={"asset": asset},

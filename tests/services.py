@@ -7,32 +7,41 @@ image) gives it, plus any extra variables a test sets, and is stopped with SIGTE
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
-import signal
-import subprocess
+import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
-import requests
 
-from lab_helpers.stack import LocalStack, free_port
+from lab_helpers.stack import AppProcess, LocalStack
+from lab_helpers.wait import wait_for
+
+SERVICES = Path(__file__).resolve().parent.parent / "services"
+# wait_for is lab_helpers.wait's, imported from here by some tests too.
+__all__ = ["StreamListener", "listening_addresses", "run_app", "service_modules", "wait_for"]
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "the condition", every: float = 0.1):
-    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
+def service_modules(name: str) -> SimpleNamespace:
+    """The modules of ``services/<name>/`` (``main``, ``settings`` ...), imported the way
+    ``python services/<name>/main.py`` imports them (its folder first on the path), to test
+    their parts in-process. They are not left in ``sys.modules``: every service has a
+    ``settings`` and a ``main`` of its own."""
+    folder = SERVICES / name
+    own = sorted(path.stem for path in folder.glob("*.py"))
+    saved = {module: sys.modules.pop(module) for module in own if module in sys.modules}
+    sys.path.insert(0, str(folder))
+    try:
+        return SimpleNamespace(**{module: importlib.import_module(module) for module in own})
+    finally:
+        sys.path.remove(str(folder))
+        for module in own:
+            sys.modules.pop(module, None)
+        sys.modules.update(saved)
 
 
 class StreamListener(threading.Thread):
@@ -55,54 +64,19 @@ class StreamListener(threading.Thread):
                         return
 
 
-@dataclass
-class RunningService:
-    name: str
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        """Send ``sig`` and wait; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout=timeout)
-
-
 @contextlib.contextmanager
 def run_app(
     stack: LocalStack, name: str, env: dict[str, str] | None = None, *, ready: bool = False,
     timeout: float = 30,
-) -> Iterator[RunningService]:  # fmt: skip
+) -> Iterator[AppProcess]:  # fmt: skip
     """Start ``services/<name>/main.py`` against ``stack``; wait for /healthz (or /readyz
     with ``ready=True``); on exit send SIGTERM and check that it stopped cleanly."""
-    port = free_port()
-    full_env = {**os.environ, **stack.app_env(name, port), **(env or {})}
-    log = stack.lab_dir / "logs" / f"test-{name}-{port}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            stack.app_command(name), env=full_env, stdout=out, stderr=subprocess.STDOUT
-        )
-    service = RunningService(name, f"http://127.0.0.1:{port}", proc, log)
-    probe = service.url + ("/readyz" if ready else "/healthz")
-    deadline = time.monotonic() + timeout
+    service = stack.start_app(name, env, label="test")
     try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited with {proc.returncode}:\n{service.output()}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(probe, timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} not up within {timeout} s:\n{service.output()}")
-            time.sleep(0.05)
+        service.wait_up(ready=ready, timeout=timeout)
         yield service
     finally:
-        if proc.poll() is None:
+        if service.process.poll() is None:
             code = service.stop()
             assert code == 0, (
                 f"{name} did not stop cleanly on SIGTERM ({code}):\n{service.output()}"

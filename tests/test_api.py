@@ -29,6 +29,7 @@ import requests
 
 from lab_helpers.influx import InfluxDB
 from lab_helpers.stack import free_port
+from lab_helpers.wait import wait_for
 from tests.services import run_app
 
 pytestmark = pytest.mark.integration
@@ -463,10 +464,12 @@ def test_a_slow_stream_client_is_dropped_not_the_server(stack):
         burst = [tick("btc", 1.0 + i, "2150-03-01T00:00:00Z", seq=i) for i in range(300)]
         with open_stream(api) as events:
             assert metric(api, "api_stream_clients") == 1
-            deadline = time.monotonic() + 10
-            while metric(api, "api_stream_dropped_clients_total") < 1:
-                assert time.monotonic() < deadline, "the slow client was never dropped"
+
+            def dropped() -> bool:
                 publish(stack.settings.nats_url, burst)  # faster than a queue of 1 drains
+                return metric(api, "api_stream_dropped_clients_total") >= 1
+
+            wait_for(dropped, 10, "the slow client to be dropped", every=0)
             # The dropped client's stream ends: reading it to the end returns (what was sent
             # before can still be read); an open stream would time out instead.
             assert all(event == "tick" for event, _ in events)
@@ -490,10 +493,8 @@ def test_sigterm_with_a_stream_client_connected_exits_0(stack):
 
         reader = threading.Thread(target=listen, daemon=True)
         reader.start()
-        deadline = time.monotonic() + 10
-        while metric(api, "api_stream_clients") < 1:
-            assert time.monotonic() < deadline, "the stream client did not connect"
-            time.sleep(0.05)
+        wait_for(lambda: metric(api, "api_stream_clients") >= 1, 10, "the stream client to connect",
+                 every=0.05)  # fmt: skip
         started = time.monotonic()
         assert api.stop() == 0
         took = time.monotonic() - started
@@ -555,10 +556,12 @@ def test_influxdb_unreachable_gives_503_json_then_recovers(stack, data):
         assert get(api, "/healthz").status_code == 200
         real = stack.settings.influx_url.rsplit(":", 1)[-1]
         with tcp_forwarder(port, ("127.0.0.1", int(real))):  # InfluxDB "is back"
-            deadline = time.monotonic() + 10
-            while (resp := get(api, "/api/summary/btc", start=WINDOW[0])).status_code != 200:
-                assert time.monotonic() < deadline, resp.text
-                time.sleep(0.1)
+
+            def summary() -> requests.Response | None:
+                resp = get(api, "/api/summary/btc", start=WINDOW[0])
+                return resp if resp.status_code == 200 else None
+
+            resp = wait_for(summary, 10, "InfluxDB to answer through the api again")
             assert resp.json()["count"] == 360
             assert get(api, "/readyz").status_code == 200
         assert "Traceback" not in api.output()

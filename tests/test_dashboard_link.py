@@ -16,9 +16,9 @@ import requests
 from lab_helpers import dashboard
 from lab_helpers.errors import LabError, StackError
 from lab_helpers.stack import LocalStack, free_port
+from lab_helpers.wait import wait_for
 
 from .conftest import require_servers
-from .services import wait_for
 
 HUB = {"JUPYTERHUB_SERVICE_PREFIX": "/user/ada-lovelace-x1y2/"}
 CODESPACE = {
@@ -104,7 +104,7 @@ def tile(lab_dir, env=None):
 
     try:
         wait_for(lambda: answer() is not None, 20, "the tile's server")
-    except AssertionError:
+    except TimeoutError:
         process.kill()
         raise
     return process, answer

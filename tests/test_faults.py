@@ -22,9 +22,10 @@ import requests
 from lab_helpers.influx import InfluxDB
 from lab_helpers.replay import ReplayConfig, records
 from lab_helpers.stack import SERVERS, LocalStack
+from lab_helpers.wait import wait_for
 
 from .conftest import require_servers
-from .services import run_app, wait_for
+from .services import run_app
 
 
 def cpu_seconds(pid: int) -> float:

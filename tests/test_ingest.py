@@ -1,4 +1,5 @@
-"""Tests for the ingest worker: lab_helpers.ingest on its own, then the real service.
+"""Tests for the ingest worker: lab_helpers.ingest and the service's worker loop on their
+own, then the real service.
 
 The unit tests feed hand-made JetStream messages to :func:`lab_helpers.ingest.process` and
 check which points and quarantine records come out. The integration tests run
@@ -49,13 +50,16 @@ from lab_helpers.ingest import (
     UNCLEANABLE,
     DuplicateMemory,
     Incoming,
-    IngestStats,
-    IngestWorker,
     process,
 )
 from lab_helpers.lineprotocol import encode_point
 from lab_helpers.stack import SERVERS, LocalStack
-from tests.services import run_app, wait_for
+from lab_helpers.wait import wait_for
+from tests.services import run_app, service_modules
+
+# The service's own worker loop and its counts (services/ingest/worker.py).
+INGEST = service_modules("ingest")
+IngestStats, IngestWorker = INGEST.worker.IngestStats, INGEST.worker.IngestWorker
 
 NOW = pd.Timestamp("2025-01-01", tz="UTC")
 T0 = pd.Timestamp("2024-06-01", tz="UTC")
@@ -919,7 +923,9 @@ def test_a_wrong_password_shows_in_readyz_while_idle(stack, ingest_env):
             resp = requests.get(ingest.url + "/readyz", timeout=5)
             return resp.json().get("problems", {}).get("influxdb", "")
 
-        deadline = time.monotonic() + 15
-        while "rejected" not in (found := influx_problem()) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        def rejected() -> str | None:
+            problem = influx_problem()
+            return problem if "rejected" in problem else None
+
+        found = wait_for(rejected, 15, "/readyz to say InfluxDB rejected the password", every=0.2)
         assert "rejected the credentials" in found

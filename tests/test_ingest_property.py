@@ -35,7 +35,8 @@ from lab_helpers import catalogue
 from lab_helpers.broker import STREAM, ensure_stream
 from lab_helpers.influx import quote_ident
 from lab_helpers.ingest import POISON, DuplicateMemory, Incoming, process
-from tests.services import run_app, wait_for
+from lab_helpers.wait import wait_for
+from tests.services import run_app
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,10 @@ import requests
 from lab_helpers.influx import InfluxDB
 from lab_helpers.replay import EXPECTED_REASON, ReplayConfig, records
 from lab_helpers.stack import SERVICES, LocalStack, port_open
+from lab_helpers.wait import wait_for
 
 from .conftest import require_servers
-from .services import StreamListener, listening_addresses, run_app, wait_for
+from .services import StreamListener, listening_addresses, run_app
 
 N = 3000
 CONFIG = ReplayConfig(dataset="btc_usd_1min", bad_share=0.1, seed=11)

@@ -23,9 +23,9 @@ from bench.run import main as bench_main
 from lab_helpers import workbook
 from lab_helpers.influx import InfluxDB
 from lab_helpers.stack import APPS, LocalStack
+from lab_helpers.wait import wait_for
 
 from .conftest import require_servers
-from .services import wait_for
 
 DATABASE = "other_prices"
 USUAL_PORTS = sorted(port for port, _ in APPS.values())  # 8000, 8001, 8002

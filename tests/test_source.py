@@ -7,17 +7,14 @@ JetStream duplicate window (2 minutes) never links two tests.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import nats
 import pytest
@@ -27,11 +24,10 @@ from nats.js.api import ConsumerConfig
 from lab_helpers import broker, catalogue
 from lab_helpers.replay import KINDS, ReplayConfig, backfill, message_id, records
 from lab_helpers.stack import find_binary, free_port, port_open
-from tests.services import run_app, wait_for
+from lab_helpers.wait import wait_for
+from tests.services import run_app, service_modules
 
 pytestmark = pytest.mark.integration
-
-SOURCE_MAIN = Path(__file__).resolve().parent.parent / "services" / "source" / "main.py"
 
 ASSETS = ("btc", "gold", "eth")
 ENV = {
@@ -249,17 +245,8 @@ def test_the_default_replay_first_sends_every_assets_history_once(stack):
     assert [m.body["seq"] for m in replayed] == list(range(n - 2500, n - 2500 + 5))
 
 
-def source_main():
-    """``services/source/main.py`` as a module, to test its parts without a process."""
-    spec = importlib.util.spec_from_file_location("source_main", SOURCE_MAIN)
-    main = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = main  # its dataclasses look themselves up there
-    spec.loader.exec_module(main)
-    return main
-
-
 def test_a_chosen_replay_sends_no_history():
-    read_settings = source_main().read_settings
+    read_settings = service_modules("source").settings.read_settings
     base = {"LAB_NATS_URL": "nats://127.0.0.1:4222"}
     assert read_settings(base).replay.backfill is True
     for chosen in ({"SOURCE_DATASET": "btc_usd_daily"}, {"SOURCE_ASSETS": "gold"},
@@ -270,10 +257,11 @@ def test_a_chosen_replay_sends_no_history():
 def test_stop_ends_a_producer_even_when_a_cancellation_is_lost():
     # Python 3.11's asyncio.wait_for can swallow a cancellation that meets a result: the
     # producer went on publishing and SIGTERM never ended the process.
-    main = source_main()
-    settings = main.read_settings({"LAB_NATS_URL": "nats://127.0.0.1:1",
-                                   "SOURCE_DATASET": "btc_usd_daily"})  # fmt: skip
-    source = main.Source(settings)
+    source_service = service_modules("source")
+    settings = source_service.settings.read_settings(
+        {"LAB_NATS_URL": "nats://127.0.0.1:1", "SOURCE_DATASET": "btc_usd_daily"}
+    )
+    source = source_service.producer.Producer(settings)
 
     async def stubborn():
         while not source.stopping:

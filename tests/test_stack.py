@@ -24,9 +24,10 @@ from lab_helpers.stack import (
     main,
     port_open,
 )
+from lab_helpers.wait import wait_for
 
 from .conftest import require_servers
-from .services import listening_addresses, wait_for
+from .services import listening_addresses
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import requests
 
 from lab_helpers.errors import StackError
 from lab_helpers.stack import LocalStack, _process_matches, port_open
+from lab_helpers.wait import wait_for
 
 from .conftest import require_servers
 
@@ -43,9 +43,7 @@ def test_scale_starts_reconciles_and_down_stops_every_replica(stack):
     assert workers(stack) == first and stack.scale_ingest(3) and workers(stack) == first
 
     os.kill(first["ingest-3"], signal.SIGKILL)  # a crashed replica ...
-    deadline = time.monotonic() + 10
-    while "ingest-3" in workers(stack) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: "ingest-3" not in workers(stack), 10, every=0.02, error=None)
     assert {s.name: s.state for s in stack.status()}["ingest-3"].startswith("stale")
     stack.scale_ingest(3)  # ... is started again
     healed = workers(stack)

@@ -2,8 +2,6 @@
 FastAPI's TestClient, against a real api of the test stack; and the checkers' building blocks
 of notebooks 01, 02 and 06 (lab_helpers.dockerfiles, cmdline, policy)."""
 
-import importlib
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,20 +9,15 @@ import pytest
 from lab_helpers import cmdline, dockerfiles
 from lab_helpers.config import ConfigError
 
+from .services import service_modules
+
 ROOT = Path(__file__).resolve().parent.parent
-STATS = ROOT / "services" / "stats"
 
 
 @pytest.fixture(scope="module")
 def stats_modules():
     """The service's own modules, imported as `python services/stats/main.py` does."""
-    sys.path.insert(0, str(STATS))
-    try:
-        yield {name: importlib.import_module(name) for name in ("settings", "returns", "main")}
-    finally:
-        sys.path.remove(str(STATS))
-        for name in ("settings", "returns", "main"):
-            sys.modules.pop(name, None)
+    return vars(service_modules("stats"))
 
 
 def test_settings_are_read_and_checked(stats_modules):
@@ -38,12 +31,8 @@ def test_settings_are_read_and_checked(stats_modules):
             settings.read_settings(env)
 
 
-def test_returns_are_summarized():
-    sys.path.insert(0, str(STATS))
-    try:
-        returns = importlib.import_module("returns")
-    finally:
-        sys.path.remove(str(STATS))
+def test_returns_are_summarized(stats_modules):
+    returns = stats_modules["returns"]
     closes = [{"time": f"2024-01-0{i}", "price": p} for i, p in enumerate([100, 110, 99], 1)]
     summary = returns.summarize("btc", closes)
     assert summary["returns"] == 2 and summary["last_price"] == 99

@@ -2,8 +2,8 @@
 
 The checkers run the learner's consumers themselves, for a couple of seconds, and hold what
 they measured against the servers' own counters: the measurement source's sequence numbers
-(``/stats``), the NATS server's count of messages it delivered to the subscriber's connection
-(``/connz``), and the api's count of stream requests (``/metrics``).
+(`/stats`), the NATS server's count of messages it delivered to the subscriber's connection
+(`/connz`), and the api's count of stream requests (`/metrics`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _ticks(result, function: str) -> tuple[dict, list[int], list[float]]:
 
 
 def _same_ticks_once(seqs: list[int], first: int, last: int, what: str) -> None:
-    """The seqs are each tick from ``first`` on, once, in order, up to about ``last``."""
+    """The seqs are each tick from `first` on, once, in order, up to about `last`."""
     if not seqs:
         raise Wrong(f"no tick recorded, while the source published {last - first + 1}")
     repeated = [seq for seq, n in Counter(seqs).items() if n > 1]

@@ -28,7 +28,7 @@ LABEL = "app.kubernetes.io/name"
 
 def overlay_with(text: str, deploy: str) -> str:
     """Write the learner's manifests and a kustomization that adds them to the overlay
-    ``deploy`` (the folder notebook 02 applies) into `build/exercises/stats/k8s/`; returns
+    `deploy` (the folder notebook 02 applies) into `build/exercises/stats/k8s/`; returns
     that folder relative to the repository (what `kubectl apply -k` takes)."""
     if not isinstance(text, str) or not text.strip():
         raise Wrong("write the manifests first (exercise 02.1)")

@@ -1,6 +1,6 @@
 """Exercises of notebook 04 (time-series analysis) and their reference computations.
 
-The references start from the bundled CSV files (``lab_helpers.data``), not from what the
+The references start from the bundled CSV files (`lab_helpers.data`), not from what the
 notebook read from InfluxDB, so a checker also catches a wrong query or day label upstream.
 """
 
@@ -22,8 +22,8 @@ CHECKED_BY_DATA = "a reference computed from the bundled CSV files (not from Inf
 
 
 def reference_prices(asset: str, start: str | None = None) -> pd.Series:
-    """The notebook's daily prices of ``asset`` by trading day, from the data file, for the
-    instants at or after ``start`` (as the notebook's query selects them)."""
+    """The notebook's daily prices of `asset` by trading day, from the data file, for the
+    instants at or after `start` (as the notebook's query selects them)."""
     rows = data.load(analysis.daily_dataset(asset).key)
     if start is not None:
         rows = rows[rows["time"] >= pd.Timestamp(start, tz="UTC")]

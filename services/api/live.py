@@ -1,5 +1,5 @@
-"""The live stream: one NATS subscription to ``clean.>``, fanned out to every open
-``/api/stream`` connection as Server-Sent Events."""
+"""The live stream: one NATS subscription to `clean.>`, fanned out to every open
+`/api/stream` connection as Server-Sent Events."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from metrics import STREAM_BAD, STREAM_CLIENTS, STREAM_DROPPED, STREAM_TICKS
 
 @dataclass(eq=False)
 class StreamClient:
-    """One open ``/api/stream`` connection: its asset filter and its bounded queue."""
+    """One open `/api/stream` connection: its asset filter and its bounded queue."""
 
     assets: frozenset[str] | None
     queue: asyncio.Queue
@@ -31,7 +32,7 @@ class StreamClient:
 
 @dataclass(eq=False)
 class TickHub:
-    """One NATS subscription to ``clean.>`` shared by every stream client (fan-out).
+    """One NATS subscription to `clean.>` shared by every stream client (fan-out).
 
     Each client has a bounded queue. A client whose queue is full is too slow: it is
     disconnected (its browser reconnects by itself) instead of holding memory or slowing
@@ -146,6 +147,8 @@ def close_streams_on_signal(hub: TickHub) -> None:
     handler, and then uvicorn's own handler runs as before. Call this during startup, once
     uvicorn has installed its handlers.
     """
+    if threading.current_thread() is not threading.main_thread():
+        return  # an in-process test client: no process signal to catch, none may be set
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)

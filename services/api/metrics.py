@@ -1,4 +1,4 @@
-"""The api's Prometheus metrics, served at ``/metrics``: requests, and the live stream."""
+"""The api's Prometheus metrics, served at `/metrics`: requests, and the live stream."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """What an api request may ask for, and how it becomes InfluxQL and JSON.
 
 Every value a user sends (asset, times, limits) is checked here and travels to InfluxDB as a
-bound parameter (``$name``), never as query text; the only words put into InfluxQL are fixed
+bound parameter (`$name`), never as query text; the only words put into InfluxQL are fixed
 names from this file (the aggregate functions) and numbers this file computed. A bad value
-raises ``RequestValidationError``: the app answers it with a 400 that names the parameter.
+raises `RequestValidationError`: the app answers it with a 400 that names the parameter.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ TIME_HELP = (
 
 
 def bad_parameter(parameter: str, problem: str) -> RequestValidationError:
-    """A 400 answer in the shared error format: ``{"error": "<parameter>: <problem>", ...}``."""
+    """A 400 answer in the shared error format: `{"error": "<parameter>: <problem>", ...}`."""
     return RequestValidationError(
         [{"loc": ("query", parameter), "msg": problem, "type": "value_error"}]
     )
 
 
 def parse_asset(text: str, parameter: str = "asset") -> str:
-    """The lab's asset name for ``text`` (``BTC``, ``bitcoin``, ``btc-usd`` -> ``btc``): any
+    """The lab's asset name for `text` (`BTC`, `bitcoin`, `btc-usd` -> `btc`): any
     name or alias of the asset catalogue, read again when it changes."""
     known = catalogue.load()
     asset = known.normalize(text)
@@ -64,14 +64,14 @@ def parse_asset(text: str, parameter: str = "asset") -> str:
 
 
 def parse_assets(text: str | None) -> frozenset[str] | None:
-    """``"btc,eth"`` -> ``{"btc", "eth"}``; nothing -> ``None`` (every asset)."""
+    """`"btc,eth"` -> `{"btc", "eth"}`; nothing -> `None` (every asset)."""
     if text is None or not text.strip():
         return None
     return frozenset(parse_asset(name, "assets") for name in csv_list(text))
 
 
 def parse_time(text: str | None, parameter: str, now: pd.Timestamp) -> pd.Timestamp | None:
-    """A UTC timestamp from ISO-8601 text, ``now`` or a relative time such as ``-7d``."""
+    """A UTC timestamp from ISO-8601 text, `now` or a relative time such as `-7d`."""
     if text is None or text == "":
         return None
     text = text.strip()
@@ -97,7 +97,7 @@ def parse_time(text: str | None, parameter: str, now: pd.Timestamp) -> pd.Timest
 
 
 def parse_range(start: str | None, end: str | None) -> tuple[pd.Timestamp | None, ...]:
-    """``start`` and ``end`` parsed; ``start`` must come before ``end``."""
+    """`start` and `end` parsed; `start` must come before `end`."""
     now = pd.Timestamp.now(tz="UTC")
     first, last = parse_time(start, "start", now), parse_time(end, "end", now)
     if first is not None and last is not None and first >= last:
@@ -106,7 +106,7 @@ def parse_range(start: str | None, end: str | None) -> tuple[pd.Timestamp | None
 
 
 def parse_every(text: str) -> int:
-    """``every`` in whole seconds (``"5m"`` -> 300); 1 s to 365 days."""
+    """`every` in whole seconds (`"5m"` -> 300); 1 s to 365 days."""
     if not re.fullmatch(EVERY_PATTERN, text):
         raise bad_parameter(
             "every",
@@ -138,7 +138,7 @@ def time_filter(asset: str | None, start, end) -> tuple[str, dict]:
 
 
 def iso(ts: pd.Timestamp | None) -> str | None:
-    """``2021-04-14T06:13:00Z``, with a fraction only when there is one."""
+    """`2021-04-14T06:13:00Z`, with a fraction only when there is one."""
     return None if ts is None else iso_times(pd.DatetimeIndex([ts]))[0]
 
 
@@ -191,10 +191,10 @@ def query_assets(db: InfluxDB) -> list[dict]:
 def query_prices(
     db: InfluxDB, asset: str, start, end, every: int | None, agg: str, limit: int
 ) -> tuple[list[dict], bool]:
-    """Points of one asset in time order, and whether more than ``limit`` matched.
+    """Points of one asset in time order, and whether more than `limit` matched.
 
-    With ``every`` (seconds) the points are ``agg`` of each time bucket, stamped with the
-    bucket's start. When more points match than ``limit``, the most recent ones are kept.
+    With `every` (seconds) the points are `agg` of each time bucket, stamped with the
+    bucket's start. When more points match than `limit`, the most recent ones are kept.
     """
     where, params = time_filter(asset, start, end)
     params["limit"] = limit + 1  # one more than asked tells whether the answer is cut short
@@ -238,9 +238,9 @@ def query_summary(db: InfluxDB, asset: str, start, end) -> dict:
 
 
 def query_quarantine(db: InfluxDB, start, end, latest: int) -> dict:
-    """Quarantined ticks per reason, and the ``latest`` records (newest first).
+    """Quarantined ticks per reason, and the `latest` records (newest first).
 
-    These use the JSON answer (:meth:`InfluxDB.execute`) rather than a DataFrame: ``raw`` is
+    These use the JSON answer (`InfluxDB.execute`) rather than a DataFrame: `raw` is
     text that must come back exactly as stored, even when it looks like a number.
     """
     where, params = time_filter(None, start, end)

@@ -1,6 +1,6 @@
 """The stats service: statistics of the daily returns of an asset, computed from the api.
 
-Run it from the repository root (configuration comes only from environment variables)::
+Run it from the repository root (configuration comes only from environment variables):
 
     python services/stats/main.py
 
@@ -13,7 +13,6 @@ the api's HTTP contract. Notebook 01 has the learner write its Dockerfile, noteb
 Deployment and Service.
 """
 
-
 import logging
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -22,14 +21,12 @@ import httpx
 from fastapi import FastAPI, HTTPException, Query
 from prometheus_client import CollectorRegistry, Counter
 
-from lab_helpers.config import ConfigError
-from lab_helpers.service import configure_logging, create_app, serve
+from lab_helpers.service import create_app, run_service
 
 # This folder's own modules (Python puts the script's folder first on its path).
 from returns import ApiError, daily_closes, summarize
-from settings import DEFAULT_PORT, Settings, read_settings
+from settings import DEFAULT_PORT, SERVICE, Settings, read_settings
 
-SERVICE = "stats"
 log = logging.getLogger(SERVICE)
 
 
@@ -84,13 +81,8 @@ def build_app(settings: Settings) -> FastAPI:
 
 
 def main() -> None:
-    configure_logging(SERVICE)
-    try:
-        settings = read_settings()
-    except ConfigError as err:
-        log.error(str(err))
-        raise SystemExit(2) from None
-    serve(build_app(settings), "LAB_PORT", DEFAULT_PORT)
+    """Read the settings (exit 2 with one line if one is bad), then serve until SIGTERM."""
+    run_service(SERVICE, read_settings, build_app, DEFAULT_PORT)
 
 
 if __name__ == "__main__":

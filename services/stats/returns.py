@@ -1,6 +1,6 @@
 """What the stats service computes: daily log returns of one asset, from the api's prices.
 
-Pure functions, apart from :func:`daily_closes`, which asks the api over HTTP: the service
+Pure functions, apart from `daily_closes`, which asks the api over HTTP: the service
 owns no data, it reads the api's contract (`GET /api/prices/{asset}`, docs/architecture.md).
 """
 

@@ -1,16 +1,17 @@
 """The stats service's settings, read once from environment variables.
 
-The same names in every service: :class:`Settings` and :func:`read_settings`.
+The same names in every service: `Settings` and `read_settings`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab_helpers.config import ConfigError, env_value
+from lab_helpers.config import SERVICE_PORTS, ConfigError, env_value
 
-DEFAULT_PORT = 8003
-DEFAULT_API_URL = "http://127.0.0.1:8000"
+SERVICE = "stats"
+DEFAULT_PORT = SERVICE_PORTS[SERVICE]
+DEFAULT_API_URL = f"http://127.0.0.1:{SERVICE_PORTS['api']}"
 
 
 @dataclass(frozen=True)
@@ -46,4 +47,4 @@ def read_settings(env: dict[str, str] | None = None) -> Settings:
     )
 
 
-__all__ = ["ConfigError", "DEFAULT_PORT", "Settings", "read_settings"]
+__all__ = ["ConfigError", "DEFAULT_PORT", "SERVICE", "Settings", "read_settings"]

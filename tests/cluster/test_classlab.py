@@ -19,9 +19,9 @@ import yaml
 
 from lab_helpers import classlab, cluster, pods
 from lab_helpers.commands import find_tool
+from lab_helpers.wait import wait_for
 from tests import rbac
 from tests.cluster.kubectl import ROOT, run
-from tests.services import wait_for
 
 pytestmark = pytest.mark.timeout(1200)
 

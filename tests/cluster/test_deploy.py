@@ -21,8 +21,9 @@ import requests
 
 from lab_helpers import cluster, pods
 from lab_helpers.forward import port_forward
+from lab_helpers.wait import wait_for
 from tests.cluster.kubectl import kustomization, run
-from tests.services import StreamListener, wait_for
+from tests.services import StreamListener
 
 # Pulling the InfluxDB and NATS images and starting everything takes minutes on a fresh node.
 pytestmark = pytest.mark.timeout(900)
