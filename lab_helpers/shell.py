@@ -45,7 +45,10 @@ EXPLAIN = {
     "layers come from the cache), and tags it with the lab's version",
     ("docker", "run"): "starts a container from an image: the same program as "
     "`python services/<name>/main.py`, in its own file system and network",
-    ("docker", "ps"): "lists the running containers, with their image, ports and uptime",
+    ("docker", "ps"): "lists the running containers, with their image, ports and uptime "
+    "(`-a` adds the stopped ones, and why they stopped)",
+    ("docker", "tag"): "gives an image a second name, such as the registry's address, without "
+    "copying it",
     ("docker", "images"): "lists the images on this machine, with their tags and sizes",
     ("docker", "push"): "uploads an image to a registry, from which the cluster's nodes pull it",
     ("docker", "rm"): "removes a stopped container (`-f` stops it first)",
@@ -140,13 +143,13 @@ def mode() -> str:
     return _mode
 
 
-def use(chosen: str | None = None) -> str:
+def use(chosen: str | None = None) -> None:
     """Choose where `%%cluster` cells run: `local` (explained only), `kind` or `aks`.
 
     `None` takes `LAB_MODE`: `local`, or for `cluster` the kind of the current kube
     context (`kind-...` is kind, anything else AKS). A cluster mode sets `LAB_MODE=cluster`
     for this process, so the lab's helpers may run what they show. Registers the cell magic
-    when running in IPython. Returns the mode.
+    when running in IPython; `mode()` tells the mode chosen.
     """
     global _mode
     if chosen is None:
@@ -167,7 +170,6 @@ def use(chosen: str | None = None) -> str:
     else:
         context = kube_context() or "none yet"
         print(f"{chosen} mode: %%cluster cells run their commands (kube context: {context})")
-    return chosen
 
 
 def lines_of(cell: str) -> list[str]:
