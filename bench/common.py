@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import requests
+
 from lab_helpers.influx import InfluxDB
 from lab_helpers.stack import SERVERS, AppProcess, LocalStack, find_binary
 from lab_helpers.wait import wait_for
@@ -292,6 +294,20 @@ def run_service(
         yield service
     finally:
         service.stop()
+
+
+def stored_so_far(worker: AppProcess) -> int:
+    """Ticks an ingest worker has stored (0 while it does not answer yet). A benchmark's ticks
+    are all valid: one quarantined means the generator broke a rule, so stop at once, saying
+    which, rather than wait for a count that cannot be reached."""
+    try:
+        stats = worker.stats()
+    except requests.RequestException:
+        return 0
+    if stats.get("quarantined_total"):
+        reasons = ", ".join(f"{n:,} {why}" for why, n in stats["quarantined"].items())
+        raise RuntimeError(f"the ingest worker quarantined ticks the benchmark made: {reasons}")
+    return stats["stored"]
 
 
 def start_service(stack: LocalStack, name: str, env: dict[str, str] | None = None) -> AppProcess:

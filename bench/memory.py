@@ -19,7 +19,7 @@ import time
 from lab_helpers.ingest import DEFAULT_BATCH, DEFAULT_MEMORY
 from lab_helpers.wait import wait_for
 
-from .common import Result, admin, bench_stack, rss_mb, run_service
+from .common import Result, admin, bench_stack, rss_mb, run_service, stored_so_far
 from .streaming import ASSETS, publish, synthetic_ticks, wire
 
 NAME = "memory"
@@ -53,7 +53,7 @@ def run(size: str = "full") -> Result:
             def reached(mark=mark):
                 nonlocal peak
                 peak = max(peak, rss_mb(worker.pid))
-                return worker.stats()["stored"] >= mark
+                return stored_so_far(worker) >= mark
 
             wait_for(reached, 60 + mark / 500, f"{mark:,} ticks stored", every=0.2)
             readings[mark] = rss_mb(worker.pid)

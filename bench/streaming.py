@@ -33,7 +33,7 @@ import pandas as pd
 import requests
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
-from lab_helpers import broker, replay
+from lab_helpers import broker, catalogue, replay
 from lab_helpers.ingest import DEFAULT_BATCH
 from lab_helpers.wait import wait_for
 
@@ -47,6 +47,7 @@ from .common import (
     run_service,
     server_pid,
     start_service,
+    stored_so_far,
 )
 
 NAME = "streaming"
@@ -61,11 +62,15 @@ START_PRICES = {"btc": 60_000.0, "eth": 2_000.0, "sol": 20.0, "xrp": 0.5, "ltc":
 # ---------------------------------------------------------------------- ticks and the broker
 
 
-def synthetic_ticks(n: int, start: str = "2020-01-01", seed: int = 1) -> Iterator[dict]:
+def synthetic_ticks(n: int, start: str | None = None, seed: int = 1) -> Iterator[dict]:
     """`n` valid ticks as the source sends them: assets in turn, one minute apart per asset,
-    prices a random walk in cents. Every (asset, time) is unique, so every tick is stored."""
+    prices a random walk in cents. Every (asset, time) is unique, so every tick is stored.
+
+    `start` defaults to the latest of the assets' earliest plausible dates in the catalogue:
+    an older tick would be quarantined as `timestamp too early`."""
     rng = np.random.default_rng(seed)
-    t0 = pd.Timestamp(start, tz="UTC").value // 10**9
+    first_day = start or max(catalogue.load().earliest[a] for a in ASSETS)
+    t0 = pd.Timestamp(first_day).tz_localize(None).tz_localize("UTC").value // 10**9
     prices = dict(START_PRICES)
     chunk = 50_000
     for first in range(0, n, chunk):
@@ -157,14 +162,8 @@ def drain_rate(stack, workers: int, n: int, result: Result, env: dict | None = N
     samples = []  # (time, ticks stored by each worker)
     try:
 
-        def stored_by(service) -> int:
-            try:
-                return service.stats()["stored"]
-            except requests.RequestException:  # not answering yet: nothing stored yet
-                return 0
-
         def progress():
-            samples.append((time.perf_counter(), [stored_by(s) for s in running]))
+            samples.append((time.perf_counter(), [stored_so_far(s) for s in running]))
             return sum(samples[-1][1]) >= n
 
         samples.append((time.perf_counter(), [0] * workers))
@@ -226,7 +225,7 @@ def worker_profile(stack, n: int) -> tuple[dict[str, float], str]:
     stamp = time.time_ns()
     messages = [
         Incoming(body, seq, stamp + seq)
-        for seq, (_, body, _) in enumerate(map(wire, synthetic_ticks(n, start="2019-01-01")), 1)
+        for seq, (_, body, _) in enumerate(map(wire, synthetic_ticks(n, start="2021-01-01")), 1)
     ]
     memory = DuplicateMemory()
     cpu = {

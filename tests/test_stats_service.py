@@ -71,8 +71,6 @@ def _ask(client) -> None:
     assert "stats_requests_total" in client.get("/metrics").text
 
 
-
-
 # -- the checkers' building blocks ---------------------------------------------------------------
 
 
@@ -93,9 +91,13 @@ def test_docker_lines_are_taken_apart_with_docker_s_flags():
     assert run.has("--detach") and run.has("--tty") and run.value("--name") == "x"
     assert cmdline.published(run) == [("127.0.0.1", 8080, 8003)]
     assert cmdline.environment(run) == {"A": "1"} and run.args == ["img:1", "sh", "-c", "a b"]
-    for line, says in (("docker run --bogus img", "no option --bogus"),
-                       ("docker build -t x", "1 argument"), ("docker ps -z", "no option -z"),
-                       ("kubectl get pods", "starts with docker"), ("docker run 'x", "quotes")):
+    for line, says in (
+        ("docker run --bogus img", "no option --bogus"),
+        ("docker build -t x", "1 argument"),
+        ("docker ps -z", "no option -z"),
+        ("kubectl get pods", "starts with docker"),
+        ("docker run 'x", "quotes"),
+    ):
         with pytest.raises(cmdline.CommandLineError, match=says):
             cmdline.docker(line)
 
