@@ -38,6 +38,10 @@ DEFAULT_DATABASE = "prices"
 SERVICE_PORTS = {"api": 8000, "source": 8001, "ingest": 8002, "stats": 8003}
 """The port each service of the lab listens on when `LAB_PORT` does not say otherwise: the
 stack, the images, the manifests and the services' own settings agree on it."""
+STACK_FILE = "stack.json"
+"""The local stack's record in `.lab/`: each server's address and process."""
+CREDENTIALS_FILE = "credentials.json"
+"""The InfluxDB users the local stack generated, in `.lab/`."""
 
 
 def project_root() -> Path:
@@ -84,11 +88,11 @@ class Settings:
 
     @property
     def stack_file(self) -> Path:
-        return self.lab_dir / "stack.json"
+        return self.lab_dir / STACK_FILE
 
     @property
     def credentials_file(self) -> Path:
-        return self.lab_dir / "credentials.json"
+        return self.lab_dir / CREDENTIALS_FILE
 
     def credentials(self, role: str = "admin") -> Credentials:
         """The InfluxDB user for `role` (`admin`, `ingest` or `reader`)."""
@@ -104,20 +108,20 @@ class Settings:
             ) from None
 
     def require_influx_url(self) -> str:
-        if not self.influx_url:
-            raise ConfigError(
-                "InfluxDB address unknown: start the local stack with "
-                "`python -m lab_helpers.stack up`, or set LAB_INFLUX_URL"
-            )
-        return self.influx_url
+        return _required_url(self.influx_url, "InfluxDB", "LAB_INFLUX_URL")
 
     def require_nats_url(self) -> str:
-        if not self.nats_url:
-            raise ConfigError(
-                "NATS address unknown: start the local stack with "
-                "`python -m lab_helpers.stack up`, or set LAB_NATS_URL"
-            )
-        return self.nats_url
+        return _required_url(self.nats_url, "NATS", "LAB_NATS_URL")
+
+
+def _required_url(url: str | None, server: str, variable: str) -> str:
+    """`url`, or a `ConfigError` saying how to give the `server`'s address."""
+    if not url:
+        raise ConfigError(
+            f"{server} address unknown: start the local stack with "
+            f"`python -m lab_helpers.stack up`, or set {variable}"
+        )
+    return url
 
 
 def _read_json(path: Path) -> dict:
@@ -141,8 +145,8 @@ def load_settings(env: dict[str, str] | None = None, lab_dir: Path | str | None 
     root = project_root()
     lab_dir = Path(lab_dir or env.get("LAB_DIR") or root / ".lab").resolve()
 
-    stack = _read_json(lab_dir / "stack.json") if mode == "local" else {}
-    stored = _read_json(lab_dir / "credentials.json") if mode == "local" else {}
+    stack = _read_json(lab_dir / STACK_FILE) if mode == "local" else {}
+    stored = _read_json(lab_dir / CREDENTIALS_FILE) if mode == "local" else {}
 
     # A service is given just its own identity (LAB_INFLUX_USER): set explicitly, it wins
     # over the stack's file for every role; a role's own variables win over both.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import pandas as pd
 import requests
 
 from .errors import StackError
-from .stack import LocalStack, free_port
+from .stack import LocalStack, free_port, stop_process
 from .wait import wait_for
 
 SUBSCRIBER = "notebook-05-subscriber"
@@ -69,13 +68,7 @@ class MeasurementSource:
     def stop(self, timeout: float = 15.0) -> int:
         """Stop the process and return its exit code: SIGTERM (it finishes cleanly), then,
         if it has not ended within `timeout` seconds, SIGKILL (the code is then -9)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()  # a measurement source holds nothing worth waiting for
-                self.process.wait(timeout=5)
+        stop_process(self.process, timeout)
         if not self._stopped:
             self._stopped = True
             atexit.unregister(self.stop)

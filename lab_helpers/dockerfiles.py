@@ -248,8 +248,7 @@ def rule_problems(image: Image, root: Path, port_variable: str = "LAB_PORT") -> 
         for script in scripts:
             if not in_image(image, script, root):
                 problems.append(
-                    f"{script} is not in the image: no COPY puts it under WORKDIR "
-                    f"{image.workdir}"
+                    f"{script} is not in the image: no COPY puts it under WORKDIR {image.workdir}"
                 )
     port = image.env.get(port_variable)
     if not image.expose:
@@ -319,7 +318,7 @@ def run_locally(
     """Run the image's `ENTRYPOINT`/`CMD` from `root` as a local process, with the file's
     `ENV` (see the module help) plus `env`, listening on a free port of 127.0.0.1; stopped
     (SIGTERM, then SIGKILL) at the end of the block."""
-    from .stack import free_port
+    from .stack import free_port, stop_process
 
     argv = list(image.command)
     if not argv:
@@ -342,10 +341,4 @@ def run_locally(
         try:
             yield LocalRun(process, f"http://127.0.0.1:{port}", image.command, log)
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=5)
+            stop_process(process, timeout=15)

@@ -218,6 +218,41 @@ def choice(correct: str, feedback: Mapping[str, str], options: Sequence[str]) ->
     return verify
 
 
+def multiple_choice(
+    key: str,
+    title: str,
+    answer: str,
+    *,
+    correct: str,
+    feedback: Mapping[str, str],
+    hint: str,
+    asks: str,
+    wrong: Mapping[str, tuple[str, str]],
+    options: Sequence[str] = ("a", "b", "c", "d"),
+    minutes: int = 2,
+) -> Exercise:
+    """A multiple-choice exercise: the learner sets `answer` to one letter of `options`.
+
+    `feedback` says, for each wrong letter, why it is wrong; `asks` is what the question is
+    about, for the teaching notes; `wrong` maps a label to the letter the tests try and the
+    words its feedback must hold (`label: (letter, says)`).
+    """
+    return Exercise(
+        key=key,
+        title=title,
+        answer=answer,
+        verify=choice(correct, feedback, options),
+        hint=hint,
+        writes=f"a multiple-choice answer: {asks}",
+        checked_by="the letter, with feedback on each wrong one",
+        minutes=minutes,
+        wrong={
+            label: WrongAnswer(f'{answer} = "{letter}"\n', says=says)
+            for label, (letter, says) in wrong.items()
+        },
+    )
+
+
 def _words(text: Any) -> str:
     """Lower case, punctuation gone (a dot only inside a number), white space folded."""
     kept = re.sub(r"[^\w\s.%-]", " ", str(text).lower()).split()

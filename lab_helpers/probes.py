@@ -62,7 +62,7 @@ def service_process(stack, name: str, env: dict[str, str] | None = None) -> Iter
     """Start one more process of the stack's service `name` on a free port, with the stack's
     settings changed by `env`; yields its URL, and stops it at the end of the block (how
     notebook 02 starts an api with a wrong password)."""
-    from .stack import free_port
+    from .stack import free_port, stop_process
 
     port = free_port()
     full = {**os.environ, **stack.app_env(name, port), **(env or {})}
@@ -72,9 +72,4 @@ def service_process(stack, name: str, env: dict[str, str] | None = None) -> Iter
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process, timeout=30)

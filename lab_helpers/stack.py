@@ -49,7 +49,15 @@ from pathlib import Path
 
 import requests
 
-from .config import SERVICE_PORTS, ConfigError, Settings, load_settings, project_root
+from .config import (
+    CREDENTIALS_FILE,
+    SERVICE_PORTS,
+    STACK_FILE,
+    ConfigError,
+    Settings,
+    load_settings,
+    project_root,
+)
 from .errors import StackError, command_line
 from .wait import wait_for
 
@@ -129,6 +137,18 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def stop_process(process: subprocess.Popen, timeout: float) -> int:
+    """Stop `process` and return its exit code: SIGTERM (while it runs), then SIGKILL if it
+    has not ended within `timeout` seconds (the code is then -9)."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(timeout=5)
 
 
 def _process_matches(pid: int, marker: str) -> bool:
@@ -277,11 +297,11 @@ class LocalStack:
     # -- files -----------------------------------------------------------------------------
     @property
     def state_file(self) -> Path:
-        return self.lab_dir / "stack.json"
+        return self.lab_dir / STACK_FILE
 
     @property
     def credentials_file(self) -> Path:
-        return self.lab_dir / "credentials.json"
+        return self.lab_dir / CREDENTIALS_FILE
 
     def _log_file(self, name: str) -> Path:
         return self.lab_dir / "logs" / f"{name}.log"

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from .. import delivery
 from ..errors import LabError
-from ..exercises import Exercise, Wrong, WrongAnswer, call_async, choice
+from ..exercises import Exercise, Wrong, WrongAnswer, call_async, multiple_choice
 
 POLL_INTERVAL = 0.1  # seconds between two polls when the checker runs the learner's poller
 RUN_SECONDS = 2.0  # how long the checker runs each consumer
@@ -219,7 +219,6 @@ def verify_curl(curl_command, API) -> None:
         raise Wrong("these events are not the api's ticks")
 
 
-CHOICES = ("a", "b", "c", "d")
 # A poller for the wrong answers of 05.1: its clock, and whether it moves on and waits.
 _POLLER = """async def poll(url, interval, seconds, after):
     result = {{'requests': 0, 'empty': 0, 'ticks': []}}
@@ -301,30 +300,21 @@ EXERCISES = [
             ),
         },
     ),
-    Exercise(
-        key="05.3",
-        title="a consumer that loses nothing",
-        answer="consumer_choice",
-        verify=choice(
-            "c",
-            {
-                "a": "a plain subscription gets only what is published while it listens: in "
-                "step 4 it got nothing of the outage",
-                "b": "the source keeps only its last BUFFER ticks: a long restart loses the "
-                "rest, as `missed` said in step 4",
-                "d": "the live stream, like a plain subscription, pushes only to whoever "
-                "listens now",
-            },
-            CHOICES,
-        ),
-        hint="look at the 'lost' column of step 4's table",
-        writes="a multiple-choice answer: which consumer loses nothing while it is away",
-        checked_by="the letter, with feedback on each wrong one",
-        minutes=2,
-        wrong={
-            "the plain subscriber": WrongAnswer('consumer_choice = "a"\n', says="listens"),
-            "the poller": WrongAnswer('consumer_choice = "b"\n', says="BUFFER"),
+    multiple_choice(
+        "05.3",
+        "a consumer that loses nothing",
+        "consumer_choice",
+        correct="c",
+        feedback={
+            "a": "a plain subscription gets only what is published while it listens: in "
+            "step 4 it got nothing of the outage",
+            "b": "the source keeps only its last BUFFER ticks: a long restart loses the "
+            "rest, as `missed` said in step 4",
+            "d": "the live stream, like a plain subscription, pushes only to whoever listens now",
         },
+        hint="look at the 'lost' column of step 4's table",
+        asks="which consumer loses nothing while it is away",
+        wrong={"the plain subscriber": ("a", "listens"), "the poller": ("b", "BUFFER")},
     ),
     Exercise(
         key="05.4",

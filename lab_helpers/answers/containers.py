@@ -16,7 +16,8 @@ import posixpath
 
 from .. import __version__, cmdline, dockerfiles
 from ..config import project_root
-from ..exercises import Exercise, Wrong, WrongAnswer, choice
+from ..exercises import Exercise, Wrong, WrongAnswer, multiple_choice
+from . import dict_cell, parse_step, text_cell
 
 SERVICE = "stats"
 PORT = 8003  # the stats service's port (services/stats/settings.py)
@@ -67,17 +68,9 @@ STEPS = ("build", "run", "ps", "images", "tag", "push")
 
 
 def _parse(commands: dict, step: str) -> cmdline.Parsed:
-    line = commands.get(step)
-    if line is None or line is Ellipsis:
-        raise Wrong(f'write the "{step}" command')
-    try:
-        parsed = cmdline.docker(line)
-    except cmdline.CommandLineError as err:
-        raise Wrong(f"{step}: {err}") from None
-    wanted = {"build": "build", "run": "run", "ps": "ps", "images": "images", "tag": "tag",
-              "push": "push"}[step]  # fmt: skip
-    if parsed.command[0] != wanted:
-        raise Wrong(f'"{step}" is a `docker {wanted}` command')
+    parsed = parse_step(cmdline.docker, commands, step)
+    if parsed.command[0] != step:  # each step is named after its docker command
+        raise Wrong(f'"{step}" is a `docker {step}` command')
     return parsed
 
 
@@ -199,8 +192,9 @@ _USER = "USER 10001\n"
 
 def _dockerfile(base="python:3.11.13-slim-bookworm", copy=_COPY, user=_USER, script="main.py",
                 build=_BUILD) -> str:  # fmt: skip
-    text = build + _FINAL.format(base=base, copy=copy, user=user, script=script)
-    return f'stats_dockerfile = """\\\n{text}"""\n'
+    return text_cell(
+        "stats_dockerfile", build + _FINAL.format(base=base, copy=copy, user=user, script=script)
+    )
 
 
 _SINGLE_STAGE = """FROM python:3.11.13-slim-bookworm
@@ -228,16 +222,17 @@ _COMMANDS = {
 }
 
 
-def _multi(platforms="linux/amd64,linux/arm64", tag="{ACR}.azurecr.io/lab-stats:0.1.0",
-           push=" --push") -> str:
+def _multi(
+    platforms="linux/amd64,linux/arm64", tag="{ACR}.azurecr.io/lab-stats:0.1.0", push=" --push"
+) -> str:
     return ('multi_platform_build = f"docker buildx build --platform ' + platforms
             + ' -f build/exercises/stats/Dockerfile -t ' + tag + push + ' ."\n')  # fmt: skip
 
 
 def _commands(tag="lab-stats:0.1.0", port="8003", **changed) -> str:
-    items = {**_COMMANDS, **changed}
-    body = "".join(f'    "{k}": {v},\n' for k, v in items.items())
-    return f'TAG, PORT = "{tag}", "{port}"\ndocker_commands = {{\n{body}}}\n'
+    return f'TAG, PORT = "{tag}", "{port}"\n' + dict_cell(
+        "docker_commands", {**_COMMANDS, **changed}
+    )
 
 
 EXERCISES = [
@@ -262,7 +257,7 @@ EXERCISES = [
             ),
             "runs as root": WrongAnswer(_dockerfile(user=""), says="no USER"),
             "one stage": WrongAnswer(
-                f'stats_dockerfile = """\\\n{_SINGLE_STAGE}"""\n', says="multi-stage"
+                text_cell("stats_dockerfile", _SINGLE_STAGE), says="multi-stage"
             ),
             "the service's code not copied": WrongAnswer(
                 _dockerfile(copy=""), says="not in the image"
@@ -294,37 +289,30 @@ EXERCISES = [
             ),
             "ps without -a": WrongAnswer(_commands(ps='"docker ps"'), says="-a"),
             "the service's folder as the context": WrongAnswer(
-                _commands(build='f"docker build -f build/exercises/stats/Dockerfile -t {TAG} '
-                'services/stats"'),
+                _commands(
+                    build='f"docker build -f build/exercises/stats/Dockerfile -t {TAG} '
+                    'services/stats"'
+                ),
                 says="context",
             ),  # fmt: skip
         },
     ),
-    Exercise(
-        key="01.3",
-        title="a container or a virtual machine?",
-        answer="shared_with_host",
-        verify=choice(
-            "b",
-            {
-                "a": "each container has a file system of its own, the image's layers: "
-                "step 1 built one",
-                "c": "with -p you mapped a port of the host to the container's: it has an "
-                "address of its own",
-                "d": "a container does share something: whose kernel release does `uname -r` "
-                "report inside one? (step 4; kind mode runs it)",
-            },
-            ("a", "b", "c", "d"),
-        ),
-        hint="step 4: what does `uname -r` report inside a container, and whose is it?",
-        writes="a multiple-choice answer: what a container shares with its host, and a "
-        "virtual machine does not",
-        checked_by="the letter, with feedback on each wrong one",
-        minutes=2,
-        wrong={
-            "the file system": WrongAnswer('shared_with_host = "a"\n', says="file system"),
-            "nothing": WrongAnswer('shared_with_host = "d"\n', says="kernel"),
+    multiple_choice(
+        "01.3",
+        "a container or a virtual machine?",
+        "shared_with_host",
+        correct="b",
+        feedback={
+            "a": "each container has a file system of its own, the image's layers: "
+            "step 1 built one",
+            "c": "with -p you mapped a port of the host to the container's: it has an "
+            "address of its own",
+            "d": "a container does share something: whose kernel release does `uname -r` "
+            "report inside one? (step 4; kind mode runs it)",
         },
+        hint="step 4: what does `uname -r` report inside a container, and whose is it?",
+        asks="what a container shares with its host, and a virtual machine does not",
+        wrong={"the file system": ("a", "file system"), "nothing": ("d", "kernel")},
     ),
     Exercise(
         key="01.4",
@@ -344,9 +332,7 @@ EXERCISES = [
         wrong={
             "one platform only": WrongAnswer(_multi(platforms="linux/amd64"), says="missing"),
             "kept in the local Docker": WrongAnswer(_multi(push=""), says="--push"),
-            "no registry in the name": WrongAnswer(
-                _multi(tag="lab-stats:0.1.0"), says="registry"
-            ),
+            "no registry in the name": WrongAnswer(_multi(tag="lab-stats:0.1.0"), says="registry"),
         },
     ),
 ]

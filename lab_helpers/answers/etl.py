@@ -20,7 +20,7 @@ import pandas as pd
 
 from .. import catalogue, data, etl, practice, sensors, stores
 from ..errors import DataError
-from ..exercises import Exercise, Wrong, WrongAnswer, choice
+from ..exercises import Exercise, Wrong, WrongAnswer, multiple_choice
 
 REASON = "inconsistent bar"
 """The reason the learner's rule of 03.1 gives."""
@@ -359,32 +359,23 @@ EXERCISES = [
             ),
         },
     ),
-    Exercise(
-        key="03.3",
-        title="stored, not acknowledged",
-        answer="crash_choice",
-        verify=choice(
-            "b",
-            {
-                "a": "a message belongs to the stream until it is acknowledged: a worker "
-                "that fetched it does not take it away",
-                "c": "JetStream knows nothing of InfluxDB: only an acknowledgement tells it a "
-                "message is done",
-                "d": "a point is identified by its measurement, tags and time: writing it "
-                "again replaces it by itself",
-            },
-            ("a", "b", "c", "d"),
-        ),
+    multiple_choice(
+        "03.3",
+        "stored, not acknowledged",
+        "crash_choice",
+        correct="b",
+        feedback={
+            "a": "a message belongs to the stream until it is acknowledged: a worker "
+            "that fetched it does not take it away",
+            "c": "JetStream knows nothing of InfluxDB: only an acknowledgement tells it a "
+            "message is done",
+            "d": "a point is identified by its measurement, tags and time: writing it "
+            "again replaces it by itself",
+        },
         hint="what did the fetch without an acknowledgement get in step 4, and what did "
         "step 3 show about writing the same points twice?",
-        writes="a multiple-choice answer: a batch stored in InfluxDB, then a crash before "
-        "the acknowledgement",
-        checked_by="the letter, with feedback on each wrong one",
-        minutes=2,
-        wrong={
-            "lost": WrongAnswer('crash_choice = "a"\n', says="does not take it away"),
-            "stored twice": WrongAnswer('crash_choice = "d"\n', says="replaces it"),
-        },
+        asks="a batch stored in InfluxDB, then a crash before the acknowledgement",
+        wrong={"lost": ("a", "does not take it away"), "stored twice": ("d", "replaces it")},
     ),
     Exercise(
         key="03.4",

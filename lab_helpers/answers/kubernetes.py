@@ -19,7 +19,8 @@ import yaml
 from .. import cmdline, dockerfiles, manifests, policy
 from ..config import project_root
 from ..errors import LabError
-from ..exercises import Exercise, Wrong, WrongAnswer, choice
+from ..exercises import Exercise, Wrong, WrongAnswer, multiple_choice
+from . import dict_cell, parse_step, text_cell
 from .containers import EXERCISE_DIR, IMAGE, PORT, SERVICE
 
 MANIFEST_DIR = EXERCISE_DIR / "k8s"
@@ -163,13 +164,7 @@ def verify_kubectl(kubectl_commands, NAMESPACE) -> None:
         raise Wrong(f"`kubectl_commands` is a dict with the keys {', '.join(STEPS)}")
     parsed = {}
     for step in STEPS:
-        line = kubectl_commands[step]
-        if line is None or line is Ellipsis:
-            raise Wrong(f'write the "{step}" command')
-        try:
-            parsed[step] = cmdline.kubectl(line)
-        except cmdline.CommandLineError as err:
-            raise Wrong(f"{step}: {err}") from None
+        parsed[step] = parse_step(cmdline.kubectl, kubectl_commands, step)
         if parsed[step].value("--namespace") != NAMESPACE:
             raise Wrong(f"{step}: the lab's objects are in the namespace {NAMESPACE}: -n")
     expected = {
@@ -197,8 +192,6 @@ def verify_kubectl(kubectl_commands, NAMESPACE) -> None:
     if name is None and f"{LABEL}={SERVICE}" not in selector.split(","):
         raise Wrong(f"restart_pod: choose the stats pods by their label, -l {LABEL}=...")
     tail = parsed["logs"].value("--tail")
-    if parsed["logs"].has("--follow"):
-        raise Wrong("logs: without -f: a followed log never ends, and neither would the cell")
     if tail is not None and not tail.lstrip("-").isdigit():
         raise Wrong("logs: --tail takes a number of lines")
 
@@ -283,7 +276,7 @@ def _manifests(replicas="replicas", user="10001", ready="/readyz", limits=_LIMIT
                selector="app.kubernetes.io/name") -> str:  # fmt: skip
     text = SOLUTION.format(replicas=replicas, user=user, ready=ready, limits=limits,
                            selector=selector)  # fmt: skip
-    return f'stats_manifests = """\\\n{text}"""\n'
+    return text_cell("stats_manifests", text)
 
 
 _KUBECTL = {
@@ -296,8 +289,7 @@ _KUBECTL = {
 
 
 def _kubectl(**changed) -> str:
-    body = "".join(f'    "{k}": {v},\n' for k, v in {**_KUBECTL, **changed}.items())
-    return f"kubectl_commands = {{\n{body}}}\n"
+    return dict_cell("kubectl_commands", {**_KUBECTL, **changed})
 
 
 EXERCISES = [
@@ -328,31 +320,22 @@ EXERCISES = [
             ),
         },
     ),
-    Exercise(
-        key="02.2",
-        title="which probe?",
-        answer="probe_choice",
-        verify=choice(
-            "b",
-            {
-                "a": "a restart does not fix a wrong password: the pod would restart in a loop "
-                "(step 8's api stayed alive)",
-                "c": "the startup probe only says when the program has started; it stops "
-                "asking after that",
-                "d": "then traffic keeps reaching a pod that answers every request with an "
-                "error",
-            },
-            ("a", "b", "c", "d"),
-        ),
+    multiple_choice(
+        "02.2",
+        "which probe?",
+        "probe_choice",
+        correct="b",
+        feedback={
+            "a": "a restart does not fix a wrong password: the pod would restart in a loop "
+            "(step 8's api stayed alive)",
+            "c": "the startup probe only says when the program has started; it stops "
+            "asking after that",
+            "d": "then traffic keeps reaching a pod that answers every request with an error",
+        },
         hint="step 8: what did /healthz and /readyz answer, and what does Kubernetes do "
         "with each answer?",
-        writes="a multiple-choice answer: which probe reports a dependency that does not answer",
-        checked_by="the letter, with feedback on each wrong one",
-        minutes=2,
-        wrong={
-            "liveness": WrongAnswer('probe_choice = "a"\n', says="restart"),
-            "none": WrongAnswer('probe_choice = "d"\n', says="traffic"),
-        },
+        asks="which probe reports a dependency that does not answer",
+        wrong={"liveness": ("a", "restart"), "none": ("d", "traffic")},
     ),
     Exercise(
         key="02.3",

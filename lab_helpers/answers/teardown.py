@@ -20,6 +20,7 @@ import time
 
 from .. import cmdline, costs
 from ..exercises import Exercise, Wrong, WrongAnswer
+from . import parse_step
 
 HOURS_PER_WEEK = 7 * 24
 
@@ -95,10 +96,7 @@ def verify_checks(leftover_commands, NAMESPACE, GROUP) -> None:
     for key in ("cluster", "azure"):
         if not isinstance(leftover_commands[key], str):
             raise Wrong(f'write the "{key}" command')
-    try:
-        kube = cmdline.kubectl(leftover_commands["cluster"])
-    except cmdline.CommandLineError as err:
-        raise Wrong(f"cluster: {err}") from None
+    kube = parse_step(cmdline.kubectl, leftover_commands, "cluster")
     if kube.command != ("get",):
         raise Wrong("cluster: a check only reads: kubectl get")
     kinds = {cmdline.kind_of(k) for k in (kube.args[0].split(",") if kube.args else [])}
@@ -113,10 +111,7 @@ def verify_checks(leftover_commands, NAMESPACE, GROUP) -> None:
             )
         if not kinds:
             raise Wrong("cluster: name what to list (e.g. all,pvc), or the namespace itself")
-    try:
-        words = cmdline.split(leftover_commands["azure"])
-    except cmdline.CommandLineError as err:
-        raise Wrong(f"azure: {err}") from None
+    words = parse_step(cmdline.split, leftover_commands, "azure")
     if words[:1] != ["az"]:
         raise Wrong("azure: the line starts with az")
     reads = {("group", "exists"), ("group", "show"), ("resource", "list")}
@@ -254,8 +249,10 @@ EXERCISES = [
                 _checks('"kubectl get all,pvc -n default"'), says="lab's namespace"
             ),
             "deletes instead of checking": WrongAnswer(
-                _checks('f"kubectl get namespace {NAMESPACE}"',
-                        'f"az group delete --name {GROUP} --yes"'),
+                _checks(
+                    'f"kubectl get namespace {NAMESPACE}"',
+                    'f"az group delete --name {GROUP} --yes"',
+                ),
                 says="that deletes",
             ),  # fmt: skip
         },

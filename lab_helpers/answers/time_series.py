@@ -7,14 +7,13 @@ notebook read from InfluxDB, so a checker also catches a wrong query or day labe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from numbers import Real
 
 import numpy as np
 import pandas as pd
 
 from .. import analysis, data
 from ..exercises import Exercise, Wrong, WrongAnswer
+from . import is_number, per_asset
 
 DAYS_PER_YEAR = {"crypto": 365, "metal": 252}
 """Days a year on which the price can move: every day for crypto, trading days for metals."""
@@ -35,7 +34,7 @@ def _close(a: float, b: float, rel: float = 1e-6) -> bool:
 
 
 def _number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real | np.floating | np.integer):
+    if not is_number(value):
         raise Wrong(f"`{name}` should be one number, not a {type(value).__name__}")
     if not math.isfinite(float(value)):
         raise Wrong(f"`{name}` is {value}: some step produced no value")
@@ -78,18 +77,9 @@ def verify_log_returns(log_returns) -> None:
 
 
 # -- 04.2 volatility ---------------------------------------------------------------------------
-def _per_asset(value, name: str, assets: list[str]) -> pd.Series:
-    if not isinstance(value, Mapping | pd.Series):
-        raise Wrong(f"`{name}` should be a Series indexed by asset, not a {type(value).__name__}")
-    series = pd.Series(dict(value.items()), dtype=object)
-    if sorted(map(str, series.index)) != sorted(assets):
-        raise Wrong(f"`{name}` needs one value per asset of CRYPTO + METALS ({', '.join(assets)})")
-    return series
-
-
 def verify_annual_vol(annual_vol, START, CRYPTO, METALS) -> None:
     assets = [*CRYPTO, *METALS]
-    got = _per_asset(annual_vol, "annual_vol", assets)
+    got = per_asset(annual_vol, "annual_vol", assets, "CRYPTO + METALS")
     for asset in assets:
         value = _number(got[asset], f"annual_vol[{asset!r}]")
         returns = np.log(reference_prices(asset, START)).diff().dropna()

@@ -11,15 +11,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from numbers import Real
 
-import numpy as np
 import pandas as pd
 
 from .. import analysis, data
 from ..errors import LabError
 from ..exercises import Exercise, Wrong, WrongAnswer
+from . import is_number, per_asset
 
 WEEK = pd.Timedelta(days=7)
 EPOCH = pd.Timestamp("1970-01-01", tz="UTC")  # InfluxDB's buckets start at multiples of it
@@ -55,7 +53,7 @@ def verify_highest(highest, ASSETS) -> None:
         rows = reference_prices(asset)
         for year in _years(rows):
             got = highest(asset, year)
-            if isinstance(got, bool) or not isinstance(got, Real | np.floating | np.integer):
+            if not is_number(got):
                 raise Wrong(
                     f"highest({asset!r}, {year}) gave a {type(got).__name__}: return one number"
                 )
@@ -95,14 +93,10 @@ def reference_growth(asset: str, start: str) -> float:
 
 
 def verify_growth(growth, ASSETS, START) -> None:
-    if not isinstance(growth, Mapping | pd.Series):
-        raise Wrong(f"`growth` should be a Series indexed by asset, not a {type(growth).__name__}")
-    got = pd.Series(dict(growth.items()), dtype=object)
-    if sorted(map(str, got.index)) != sorted(ASSETS):
-        raise Wrong(f"`growth` needs one value per asset of ASSETS ({', '.join(ASSETS)})")
+    got = per_asset(growth, "growth", ASSETS, "ASSETS")
     for asset in ASSETS:
         value = got[asset]
-        if isinstance(value, bool) or not isinstance(value, Real | np.floating | np.integer):
+        if not is_number(value):
             raise Wrong(f"growth[{asset!r}] should be a number, not a {type(value).__name__}")
         value = float(value)
         if math.isnan(value):
