@@ -88,11 +88,13 @@ class Exercise:
 
     - `key`: `"NN.k"`, the notebook's number and the exercise's;
     - `title`: a few words, shown in the checker's line;
-    - `answer`: the notebook name (variable or function) the learner's answer goes into,
-      one per exercise, so every checker can be run again in any order;
-    - `uses`: other notebook names the checker reads (parameters, data, a running source);
     - `verify(answer, **uses)`: returns if the answer is right, raises `Wrong` with
-      feedback if not;
+      feedback if not. Its parameters are named after the notebook's names: the first is
+      `answer`, the notebook name (variable or function) the learner's answer goes into, one
+      per exercise, so every checker can be run again in any order; the others are `uses`,
+      the notebook names the checker also reads (parameters, data, a running source);
+    - `answer`: given only when `verify` is shared and its first parameter cannot be named
+      after it (a multiple-choice checker's is `answer`);
     - `hint`: where to look; it never holds the answer;
     - `writes` and `checked_by`: what the learner writes and what decides (for the
       teaching notes); `minutes`: the time a learner needs;
@@ -103,15 +105,26 @@ class Exercise:
 
     key: str
     title: str
-    answer: str
     verify: Callable[..., None]
     hint: str
     writes: str
     checked_by: str
     minutes: int
-    uses: tuple[str, ...] = ()
+    answer: str = ""
     wrong: Mapping[str, WrongAnswer] = field(default_factory=dict)
     optional: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.answer:  # frozen: set once, here
+            object.__setattr__(self, "answer", self._parameters()[0])
+
+    def _parameters(self) -> list[str]:
+        return list(inspect.signature(self.verify).parameters)
+
+    @property
+    def uses(self) -> tuple[str, ...]:
+        """The notebook names `verify` reads besides the answer: its other parameters."""
+        return tuple(self._parameters()[1:])
 
     @property
     def label(self) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import threading
 from collections import deque
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from .cluster import DEFAULT_NAMESPACE, ClusterError
 from .commands import find_tool, tool_path
+from .stack import stop_process
 from .wait import wait_for
 
 LISTENING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) ->")
@@ -75,6 +75,10 @@ class PortForward:
         last = next((line for line in reversed(self.log) if line.strip()), "no output")
         return ClusterError(f"`{' '.join(self.args)}` stopped: {last.strip()}")
 
+    def _not_listening(self, timeout: float) -> ClusterError:
+        command = " ".join(self.args)
+        return ClusterError(f"`{command}` did not start listening within {timeout:.0f} s")
+
     def _wait_in_pipe(self, timeout: float) -> int:
         found: list[int] = []
         ready = threading.Event()
@@ -93,13 +97,7 @@ class PortForward:
         threading.Thread(target=read, daemon=True, name="kubectl port-forward").start()
         if not ready.wait(timeout) or not found:
             self.close()
-            raise (
-                self._failed()
-                if self.log
-                else ClusterError(
-                    f"`{' '.join(self.args)}` did not start listening within {timeout:.0f} s"
-                )
-            )
+            raise self._failed() if self.log else self._not_listening(timeout)
         return found[0]
 
     def _wait_in_file(self, log_file: Path, timeout: float) -> int:
@@ -116,9 +114,7 @@ class PortForward:
         port = wait_for(port_in_log, timeout, every=0.2, error=None)
         if port is None:
             self.close()
-            raise ClusterError(
-                f"`{' '.join(self.args)}` did not start listening within {timeout:.0f} s"
-            )
+            raise self._not_listening(timeout)
         return port
 
     @property
@@ -127,13 +123,7 @@ class PortForward:
 
     def close(self) -> None:
         """Stop kubectl."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
 
     def __enter__(self) -> PortForward:
         return self

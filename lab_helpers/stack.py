@@ -139,11 +139,11 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def stop_process(process: subprocess.Popen, timeout: float) -> int:
-    """Stop `process` and return its exit code: SIGTERM (while it runs), then SIGKILL if it
+def stop_process(process: subprocess.Popen, timeout: float, sig: int = signal.SIGTERM) -> int:
+    """Stop `process` and return its exit code: `sig` (while it runs), then SIGKILL if it
     has not ended within `timeout` seconds (the code is then -9)."""
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(sig)
     try:
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -252,13 +252,7 @@ class AppProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         """Send `sig` (while it runs) and wait; its exit code (0: a clean stop). Killed if it
         has not stopped after `timeout` seconds (the code is then -9)."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return stop_process(self.process, timeout, sig)
 
 
 class LocalStack:

@@ -37,7 +37,7 @@ import requests
 from .config import Credentials
 from .errors import DataError, StackError
 from .influx import InfluxDB
-from .stack import INFLUXDB_CONF, find_binary, free_port
+from .stack import INFLUXDB_CONF, find_binary, free_port, stop_process
 
 DATABASE = MEASUREMENT = TABLE = "readings"
 """The name of the readings everywhere: InfluxDB database and measurement, SQLite table."""
@@ -150,13 +150,7 @@ class ScratchInfluxDB:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s) and delete its folder."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
         shutil.rmtree(self.folder, ignore_errors=True)
         atexit.unregister(self.stop)
         if _running.get(self.folder.resolve()) is self:

@@ -28,7 +28,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from lab_helpers import workbook
-from lab_helpers.exercises import FAIL, OK, exercises
+from lab_helpers.exercises import FAIL, OK, Exercise, exercises, multiple_choice
 from lab_helpers.stack import LocalStack
 
 from .conftest import require_servers
@@ -625,3 +625,19 @@ def test_multiple_choice_and_short_answers_give_feedback():
         words("exactly once")
     with pytest.raises(Wrong, match="not this one"):
         words("at most once")
+
+
+def test_an_exercise_takes_its_answer_and_uses_from_its_checker_s_parameters():
+    def verify(my_answer, DATA, START):  # noqa: N803 - named after the notebook's names
+        pass
+
+    ex = Exercise(
+        key="99.1", title="t", verify=verify, hint="h", writes="w", checked_by="c", minutes=1
+    )
+    assert (ex.answer, ex.uses) == ("my_answer", ("DATA", "START"))
+    picked = multiple_choice(
+        "99.2", "t", "pick", correct="a", feedback={"b": "no"}, hint="h", asks="q",
+        wrong={"b": ("b", "no")}, options=("a", "b"),
+    )  # fmt: skip
+    assert (picked.answer, picked.uses) == ("pick", ())
+    assert picked.wrong["b"].code == 'pick = "b"\n'

@@ -254,8 +254,6 @@ EXERCISES = [
     Exercise(
         key="05.1",
         title="the polling client",
-        answer="poll",
-        uses=("source",),
         verify=verify_poll,
         hint="each pass of the loop asks /ticks for what came after `after` (a query "
         "parameter), notes the wall-clock time of the answer, records and counts, moves "
@@ -279,8 +277,6 @@ EXERCISES = [
     Exercise(
         key="05.2",
         title="the push subscriber",
-        answer="subscribe",
-        uses=("source",),
         verify=verify_subscribe,
         hint="nats-py's subscribe takes a callback (cb=), an async function that receives "
         "each message, whose .data is the tick in JSON; sleeping keeps you subscribed",
@@ -319,8 +315,6 @@ EXERCISES = [
     Exercise(
         key="05.4",
         title="the live stream, in another language",
-        answer="curl_command",
-        uses=("API",),
         verify=verify_curl,
         hint="curl's manual (curl --help all): a flag that turns off output buffering, one "
         "that ends the command after some seconds; the stream's path is in step 5",

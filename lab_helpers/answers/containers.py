@@ -239,8 +239,6 @@ EXERCISES = [
     Exercise(
         key="01.1",
         title="the stats service's Dockerfile",
-        answer="stats_dockerfile",
-        uses=("API",),
         verify=verify_dockerfile,
         hint="services/ingest/Dockerfile (printed in step 1) follows every rule; the stats "
         "service differs in its folder, its port and its settings (services/stats/README.md)",
@@ -270,8 +268,6 @@ EXERCISES = [
     Exercise(
         key="01.2",
         title="build, run, list and ship it",
-        answer="docker_commands",
-        uses=("ACR",),
         verify=verify_docker_commands,
         hint="`docker build --help`, `docker run --help`: the tag (-t), the Dockerfile (-f), "
         "detached (-d), publish (-p ADDRESS:HOST:CONTAINER), environment (-e NAME=value); "
@@ -318,8 +314,6 @@ EXERCISES = [
         key="01.4",
         optional=True,
         title="one image for x86 and ARM machines",
-        answer="multi_platform_build",
-        uses=("ACR",),
         verify=verify_multi_platform,
         hint="`docker buildx build --help`: --platform takes several platforms at once; a "
         "multi-platform image goes to a registry, not to the local Docker",

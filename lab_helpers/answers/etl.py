@@ -298,7 +298,6 @@ EXERCISES = [
     Exercise(
         key="03.1",
         title="a cleaning rule of your own",
-        answer="my_rules",
         verify=verify_rules,
         hint="read one of etl.RULES (etl.reject_impossible??) and copy its shape; comparisons "
         "with a missing value are False; the rule needs numbers and must run before the clean "
@@ -333,8 +332,6 @@ EXERCISES = [
     Exercise(
         key="03.2",
         title="add an asset",
-        answer="copper",
-        uses=("PRACTICE",),
         verify=verify_new_asset,
         hint="look at the CSV file with pandas first; data/README.md ('Add your own asset') "
         "explains each field; COMEX quotes copper in US dollars per pound, and the time rules "
@@ -381,7 +378,6 @@ EXERCISES = [
         key="03.4",
         optional=True,
         title="hourly means in SQL",
-        answer="hourly_sql",
         verify=verify_hourly_sql,
         hint="integer division drops the seconds within the hour; GROUP BY takes several "
         "columns; SQLite's aggregate functions include avg, min and max",

@@ -296,8 +296,6 @@ EXERCISES = [
     Exercise(
         key="02.1",
         title="the stats service's Deployment and Service",
-        answer="stats_manifests",
-        uses=("DEPLOY", "API"),
         verify=verify_manifests,
         hint="manifests/base/api.yaml is a Deployment and a Service that keep every rule; "
         "the stats service's port, settings and probes are in services/stats/README.md",
@@ -340,8 +338,6 @@ EXERCISES = [
     Exercise(
         key="02.3",
         title="scale, replace, roll back, read",
-        answer="kubectl_commands",
-        uses=("NAMESPACE",),
         verify=verify_kubectl,
         hint="`kubectl scale --help`, `kubectl rollout --help`, `kubectl logs --help`; every "
         "command names the namespace (-n) and the object (TYPE/NAME, or a label with -l)",

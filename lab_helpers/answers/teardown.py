@@ -184,7 +184,6 @@ EXERCISES = [
     Exercise(
         key="06.1",
         title="a week with the nodes stopped",
-        answer="stopped_week_cost",
         verify=verify_stopped_week,
         hint="costs.cluster_table() has a row per item; stopping the cluster stops only the "
         "node VMs (and the control plane is free)",
@@ -208,8 +207,6 @@ EXERCISES = [
     Exercise(
         key="06.2",
         title="nothing left on this machine",
-        answer="leftovers",
-        uses=("pids", "ports"),
         verify=verify_leftovers,
         hint="signal 0 asks whether a process exists (os.kill); a process that has exited "
         "but was not collected by its parent still exists for that signal: /proc/<pid>/stat "
@@ -228,8 +225,6 @@ EXERCISES = [
         key="06.3",
         optional=True,
         title="nothing left on the cluster and on Azure",
-        answer="leftover_commands",
-        uses=("NAMESPACE", "GROUP"),
         verify=verify_checks,
         hint="kubectl get can list several kinds at once, separated by commas, in one "
         "namespace (-n); `all` is only the workloads and Services. az has a command that "

@@ -173,7 +173,6 @@ EXERCISES = [
     Exercise(
         key="04.1",
         title="log returns",
-        answer="log_returns",
         verify=verify_log_returns,
         hint="ln(P_t / P_t-1) = ln P_t - ln P_t-1, and pandas has a method for 'this row "
         "minus the row before'; the first day has no return",
@@ -197,8 +196,6 @@ EXERCISES = [
     Exercise(
         key="04.2",
         title="annualised volatility",
-        answer="annual_vol",
-        uses=("START", "CRYPTO", "METALS"),
         verify=verify_annual_vol,
         hint="each asset's returns on its own calendar (drop only its own empty days), then "
         "σ_year = σ_day × √(the number of days a year on which its price moves)",
@@ -227,8 +224,6 @@ EXERCISES = [
     Exercise(
         key="04.3",
         title="bitcoin and gold, correlated?",
-        answer="btc_gold_corr",
-        uses=("START",),
         verify=verify_correlation,
         hint="the order matters: first the days on which both have a price, then the returns, "
         "then the correlation",
@@ -257,8 +252,6 @@ EXERCISES = [
         key="04.4",
         optional=True,
         title="two forecasts",
-        answer="forecasts",
-        uses=("TEST_DAYS",),
         verify=verify_forecasts,
         hint="a forecast for day t may use the prices up to day t - 1 only; .shift(1) moves a "
         "series one day later",

@@ -120,8 +120,6 @@ EXERCISES = [
     Exercise(
         key="00.1",
         title="the year's high, with bound parameters",
-        answer="highest",
-        uses=("ASSETS",),
         verify=verify_highest,
         hint="step 5 has a query with bound parameters to start from; max() is an InfluxQL "
         "function; a year is the times from its 1 January (included) to the next one "
@@ -155,8 +153,6 @@ EXERCISES = [
     Exercise(
         key="00.2",
         title="how much did each grow?",
-        answer="growth",
-        uses=("ASSETS", "START"),
         verify=verify_growth,
         hint="group `weekly` by asset; in each group the rows are in time order, and .iloc "
         "picks a row by position",
