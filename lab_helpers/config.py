@@ -86,14 +86,6 @@ class Settings:
     nats_url: str | None
     _credentials: dict[str, Credentials] = field(default_factory=dict, repr=False)
 
-    @property
-    def stack_file(self) -> Path:
-        return self.lab_dir / STACK_FILE
-
-    @property
-    def credentials_file(self) -> Path:
-        return self.lab_dir / CREDENTIALS_FILE
-
     def credentials(self, role: str = "admin") -> Credentials:
         """The InfluxDB user for `role` (`admin`, `ingest` or `reader`)."""
         if role not in ROLES:

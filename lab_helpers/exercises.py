@@ -75,11 +75,32 @@ def check(condition: Any, what: str, hint: str = "") -> None:
 # -- exercises -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WrongAnswer:
-    """A plausible wrong answer to an exercise, for the tests: `code` replaces the solution
-    cell, and the checker must then say ⛔, with `says` in its line when given."""
+    """A plausible wrong answer to an exercise, for the tests: a cell put in place of the
+    solution cell, after which the checker must say ⛔, with `says` in its line when given.
 
-    code: str
+    The cell is `code`, or, with `edit` (`{old: new}`), the solution cell with each `old`
+    text replaced by its `new` one: a near miss stated as what differs, which follows the
+    solution when the solution changes (an `old` text no longer found once is an error,
+    never a wrong answer that has silently become the right one).
+    """
+
+    code: str = ""
     says: str = ""
+    edit: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if bool(self.code) == bool(self.edit):
+            raise ValueError("a WrongAnswer has either `code` or `edit`")
+
+    def cell(self, solution: str) -> str:
+        """The cell that replaces `solution`, the exercise's solution cell."""
+        for old, new in self.edit.items():
+            if solution.count(old) != 1:
+                raise ValueError(
+                    f"{old!r} is in the solution {solution.count(old)} times, not once"
+                )
+            solution = solution.replace(old, new)
+        return solution if self.edit else self.code
 
 
 @dataclass(frozen=True)

@@ -584,6 +584,20 @@ def converted(folder: Path | None = None) -> list[Path]:
     return [p for p in notebooks(folder=folder) if p.name[:2] in numbers]
 
 
+def solution(key: str, folder: Path | None = None) -> str:
+    """The solution cell of exercise `key` (`"NN.k"`), as the notebook holds it: the one
+    home of every solution (the tests build the wrong answers from it)."""
+    from .exercises import exercises
+
+    (path,) = [p for p in notebooks(folder=folder) if p.name[:2] == key[:2]]
+    cells = _read(path).cells
+    starts, _ = exercise_groups(cells)
+    keys = [ex.key for ex in exercises(key[:2])]
+    if key not in keys or len(starts) != len(keys):
+        raise LabError(f"{path.name} has no exercise {key} in its four cells")
+    return cells[starts[keys.index(key)] + 2].source
+
+
 def _defines(source: str, name: str) -> bool:
     """Does this code assign `name` or define a function of that name?"""
     return bool(

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from lab_helpers import catalogue, etl, practice
+from lab_helpers import catalogue, etl, practice, workbook
 from lab_helpers.answers import etl as a03
 from lab_helpers.answers import welcome as a00
 from lab_helpers.exercises import Wrong
@@ -81,10 +81,11 @@ def rules_from(code: str):
 
 
 def test_03_1_the_right_rule_passes_and_each_wrong_one_is_named():
-    a03.verify_rules(rules_from(a03._rule(f"batch.reject({a03.BROKEN}, {a03.REASON!r})")))
+    solution = workbook.solution("03.1")
+    a03.verify_rules(rules_from(solution))
     for wrong in a03.EXERCISES[0].wrong.values():
         with pytest.raises(Wrong, match=wrong.says):
-            a03.verify_rules(rules_from(wrong.code))
+            a03.verify_rules(rules_from(wrong.cell(solution)))
     for bad, says in (
         (etl.RULES, "add your rule"),
         (etl.RULES[1:] + (a03.reference_rule,), "keep every rule"),
@@ -92,7 +93,8 @@ def test_03_1_the_right_rule_passes_and_each_wrong_one_is_named():
     ):
         with pytest.raises(Wrong, match=says):
             a03.verify_rules(bad)
-    other = a03._rule(f"batch.reject({a03.BROKEN}, 'broken bar')")
+    other = solution.replace(f'"{a03.REASON}"', '"broken bar"')
+    assert other != solution
     with pytest.raises(Wrong, match="'inconsistent bar'"):
         a03.verify_rules(rules_from(other))
 
@@ -101,12 +103,12 @@ def test_03_2_a_right_entry_passes_and_each_wrong_one_is_named(tmp_path):
     folder = tmp_path / "practice-data"
     namespace = {"practice": practice, "catalogue": catalogue, "PRACTICE": folder,
                  "copper_file": practice.copper_prices()}  # fmt: skip
+    solution = workbook.solution("03.2")
     for wrong in a03.EXERCISES[1].wrong.values():
-        exec(wrong.code, namespace)
+        exec(wrong.cell(solution), namespace)
         with pytest.raises(Wrong, match=wrong.says):
             a03.verify_new_asset(namespace["copper"], folder)
-    right = a03._ASSET.format(unit="USD/lb", earliest="2024-01-01", time="futures_settlement")
-    exec(right, namespace)
+    exec(solution, namespace)
     a03.verify_new_asset(namespace["copper"], folder)
     practice.folder(folder)
     with pytest.raises(Wrong, match="no asset 'copper'"):

@@ -28,7 +28,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from lab_helpers import workbook
-from lab_helpers.exercises import FAIL, OK, Exercise, exercises, multiple_choice
+from lab_helpers.exercises import FAIL, OK, Exercise, WrongAnswer, exercises, multiple_choice
 from lab_helpers.stack import LocalStack
 
 from .conftest import require_servers
@@ -219,6 +219,21 @@ def test_every_exercise_is_declared_in_full(path):
         assert ex.wrong, f"{ex.key} declares no plausible wrong answer"
         assert ex.hint and ex.writes and ex.checked_by and ex.minutes > 0, ex.key
         assert all(w.says for w in ex.wrong.values()), f"{ex.key}: say what each wrong one gets"
+        solution = workbook.solution(ex.key)
+        for label, wrong in ex.wrong.items():
+            assert wrong.cell(solution) != solution, f"{ex.key} {label}: the solution itself"
+
+
+def test_a_wrong_answer_is_code_or_an_edit_of_the_solution_found_once():
+    solution = 'hourly = "avg(x) FROM readings"\n'
+    assert WrongAnswer(edit={"avg(": "max("}).cell(solution) == 'hourly = "max(x) FROM readings"\n'
+    assert WrongAnswer("hourly = 1\n").cell(solution) == "hourly = 1\n"
+    with pytest.raises(ValueError, match="0 times"):
+        WrongAnswer(edit={"min(": "max("}).cell(solution)  # the solution changed: say so
+    with pytest.raises(ValueError, match="2 times"):
+        WrongAnswer(edit={"r": "R"}).cell(solution)
+    with pytest.raises(ValueError, match="either"):
+        WrongAnswer("x = 1\n", edit={"avg(": "max("})
 
 
 def code_lines(source: str) -> list[str]:
@@ -305,7 +320,7 @@ def trial_notebook(path) -> nbformat.NotebookNode:
         if ex is not None:
             trial(checker_of[ex.key], FAIL, f"{ex.key} unanswered")
             for label, wrong in ex.wrong.items():
-                cells.append(new_code_cell(wrong.code))
+                cells.append(new_code_cell(wrong.cell(cell.source)))
                 trial(checker_of[ex.key], FAIL, f"{ex.key} {label}", wrong.says)
         cells.append(cell)
         if i == last_checker:

@@ -17,7 +17,7 @@ import posixpath
 from .. import __version__, cmdline, dockerfiles
 from ..config import project_root
 from ..exercises import Exercise, Wrong, WrongAnswer, multiple_choice
-from . import dict_cell, parse_step, text_cell
+from . import parse_step, text_cell
 
 SERVICE = "stats"
 PORT = 8003  # the stats service's port (services/stats/settings.py)
@@ -162,41 +162,7 @@ def _relative(path) -> str:
 
 
 # -- wrong answers ----------------------------------------------------------------------------
-# The parts of a right Dockerfile, for the plausible wrong ones the tests try.
-_BUILD = """# The stats service. Build from the repository root:
-#   docker build -f build/exercises/stats/Dockerfile -t lab-stats:0.1.0 .
-FROM python:3.11.13-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
-COPY services/requirements.txt /tmp/requirements.txt
-RUN /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY lab_helpers lab_helpers
-RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
-
-"""
-_FINAL = """FROM {base}
-RUN groupadd --system --gid 10001 lab \\\\
-    && useradd --system --uid 10001 --gid lab --no-create-home --shell /usr/sbin/nologin lab
-COPY --from=build /opt/venv /opt/venv
-WORKDIR /app
-{copy}ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\\\
-    LAB_HOST=0.0.0.0 LAB_PORT=8003
-{user}EXPOSE 8003
-ENTRYPOINT ["python", "services/stats/{script}"]
-"""
-_COPY = "COPY services/stats services/stats\n"
-_USER = "USER 10001\n"
-
-
-def _dockerfile(base="python:3.11.13-slim-bookworm", copy=_COPY, user=_USER, script="main.py",
-                build=_BUILD) -> str:  # fmt: skip
-    return text_cell(
-        "stats_dockerfile", build + _FINAL.format(base=base, copy=copy, user=user, script=script)
-    )
-
-
+# Most are the solution with one change (see `WrongAnswer.edit`); this one is another design.
 _SINGLE_STAGE = """FROM python:3.11.13-slim-bookworm
 ENV PIP_NO_CACHE_DIR=1
 WORKDIR /app
@@ -211,30 +177,6 @@ USER 10001
 EXPOSE 8003
 ENTRYPOINT ["python", "services/stats/main.py"]
 """
-_COMMANDS = {
-    "build": 'f"docker build -f build/exercises/stats/Dockerfile -t {TAG} ."',
-    "run": 'f"docker run -d --name lab-stats-try -p 127.0.0.1:8003:{PORT} '
-    '-e STATS_API_URL=http://127.0.0.1:8000 lab-stats:0.1.0"',
-    "ps": '"docker ps -a"',
-    "images": '"docker images lab-stats"',
-    "tag": 'f"docker tag lab-stats:0.1.0 {ACR}.azurecr.io/lab-stats:0.1.0"',
-    "push": 'f"docker push {ACR}.azurecr.io/lab-stats:0.1.0"',
-}
-
-
-def _multi(
-    platforms="linux/amd64,linux/arm64", tag="{ACR}.azurecr.io/lab-stats:0.1.0", push=" --push"
-) -> str:
-    return ('multi_platform_build = f"docker buildx build --platform ' + platforms
-            + ' -f build/exercises/stats/Dockerfile -t ' + tag + push + ' ."\n')  # fmt: skip
-
-
-def _commands(tag="lab-stats:0.1.0", port="8003", **changed) -> str:
-    return f'TAG, PORT = "{tag}", "{port}"\n' + dict_cell(
-        "docker_commands", {**_COMMANDS, **changed}
-    )
-
-
 EXERCISES = [
     Exercise(
         key="01.1",
@@ -251,17 +193,18 @@ EXERCISES = [
         minutes=12,
         wrong={
             "base image not pinned": WrongAnswer(
-                _dockerfile(base="python:3.11-slim"), says="not pinned"
+                edit={"FROM python:3.11.13-slim-bookworm\n": "FROM python:3.11-slim\n"},
+                says="not pinned",
             ),
-            "runs as root": WrongAnswer(_dockerfile(user=""), says="no USER"),
+            "runs as root": WrongAnswer(edit={"USER 10001\n": ""}, says="no USER"),
             "one stage": WrongAnswer(
                 text_cell("stats_dockerfile", _SINGLE_STAGE), says="multi-stage"
             ),
             "the service's code not copied": WrongAnswer(
-                _dockerfile(copy=""), says="not in the image"
+                edit={"COPY services/stats services/stats\n": ""}, says="not in the image"
             ),
             "the wrong module as the command": WrongAnswer(
-                _dockerfile(script="returns.py"), says="exited with code"
+                edit={"stats/main.py": "stats/returns.py"}, says="exited with code"
             ),
         },
     ),
@@ -279,18 +222,16 @@ EXERCISES = [
         "environment, registry name; in kind mode the notebook runs them",
         minutes=8,
         wrong={
-            "tagged latest": WrongAnswer(_commands(tag="lab-stats:latest"), says="version"),
-            "the api's port inside the container": WrongAnswer(
-                _commands(port="8000"), says="listens on 8003"
+            "tagged latest": WrongAnswer(
+                edit={"-t {IMAGE} .": "-t lab-stats:latest ."}, says="version"
             ),
-            "ps without -a": WrongAnswer(_commands(ps='"docker ps"'), says="-a"),
+            "the api's port inside the container": WrongAnswer(
+                edit={":8003:8003": ":8003:8000"}, says="listens on 8003"
+            ),
+            "ps without -a": WrongAnswer(edit={"docker ps -a": "docker ps"}, says="-a"),
             "the service's folder as the context": WrongAnswer(
-                _commands(
-                    build='f"docker build -f build/exercises/stats/Dockerfile -t {TAG} '
-                    'services/stats"'
-                ),
-                says="context",
-            ),  # fmt: skip
+                edit={"-t {IMAGE} .": "-t {IMAGE} services/stats"}, says="context"
+            ),
         },
     ),
     multiple_choice(
@@ -324,9 +265,13 @@ EXERCISES = [
         "registry's name, --push",
         minutes=4,
         wrong={
-            "one platform only": WrongAnswer(_multi(platforms="linux/amd64"), says="missing"),
-            "kept in the local Docker": WrongAnswer(_multi(push=""), says="--push"),
-            "no registry in the name": WrongAnswer(_multi(tag="lab-stats:0.1.0"), says="registry"),
+            "one platform only": WrongAnswer(
+                edit={"linux/amd64,linux/arm64": "linux/amd64"}, says="missing"
+            ),
+            "kept in the local Docker": WrongAnswer(edit={" --push": ""}, says="--push"),
+            "no registry in the name": WrongAnswer(
+                edit={"{ACR}.azurecr.io/{IMAGE}": "{IMAGE}"}, says="registry"
+            ),
         },
     ),
 ]

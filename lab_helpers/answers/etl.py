@@ -266,33 +266,10 @@ def verify_hourly_sql(hourly_sql) -> None:
 
 
 # -- the exercises -------------------------------------------------------------------------------
+# Most wrong answers are the solution with one change (see `WrongAnswer.edit`).
 BROKEN = "(price > high) | (price < low) | (low > high)"
+_REJECT = f'batch.reject({BROKEN}, "{REASON}")'
 
-
-def _rule(last_line: str, after: str = "reject_impossible") -> str:
-    """A learner's rule for the wrong answers of 03.1: its last line, and the rule it
-    follows in the list."""
-    return (
-        "def reject_broken_bars(batch):\n"
-        "    frame = batch.frame\n"
-        '    if "high" not in frame or "low" not in frame:\n'
-        "        return\n"
-        '    price, high, low = frame["price"], frame["high"], frame["low"]\n'
-        f"    {last_line}\n\n"
-        f"at = etl.RULES.index(etl.{after}) + 1\n"
-        "my_rules = etl.RULES[:at] + (reject_broken_bars,) + etl.RULES[at:]\n"
-    )
-
-
-_ASSET = """practice.folder(PRACTICE)
-copper = catalogue.add_asset(
-    "copper", data_dir=PRACTICE, title="Copper", kind="metal", unit="{unit}",
-    earliest="{earliest}", ceiling=100 * copper_file["price"].max(), jump=0.25,
-    files=[{{"file": "copper_usd_daily.csv", "frequency": "daily", "source": "futures",
-            "time": "{time}", "description": "Copper futures settlements (made up)"}}],
-)
-"""
-_SQL = 'hourly_sql = "SELECT sensor, {hour}, {agg}(temp_c) FROM readings GROUP BY sensor, hour"\n'
 
 EXERCISES = [
     Exercise(
@@ -310,21 +287,22 @@ EXERCISES = [
         minutes=10,
         wrong={
             "rows without a bar quarantined": WrongAnswer(
-                _rule(f"batch.reject(~((low <= price) & (price <= high)), {REASON!r})"),
+                edit={BROKEN: "~((low <= price) & (price <= high))"},
                 says="should stay clean",
             ),
             "only the close above the high": WrongAnswer(
-                _rule(f"batch.reject(price > high, {REASON!r})"), says="passed"
+                edit={BROKEN: "price > high"}, says="passed"
             ),
             "reasons overwritten": WrongAnswer(
-                _rule(f"batch.reason[({BROKEN}).to_numpy()] = {REASON!r}"), says="earlier rule"
+                edit={_REJECT: f'batch.reason[({BROKEN}).to_numpy()] = "{REASON}"'},
+                says="earlier rule",
             ),
             "after drop_duplicates": WrongAnswer(
-                _rule(f"batch.reject({BROKEN}, {REASON!r})", after="flag_jumps"),
+                edit={"etl.reject_impossible": "etl.flag_jumps"},
                 says="drop_duplicates",
             ),
             "before parse_prices": WrongAnswer(
-                _rule(f"batch.reject({BROKEN}, {REASON!r})", after="normalize_empty"),
+                edit={"etl.reject_impossible": "etl.normalize_empty"},
                 says="parse_prices",
             ),
         },
@@ -343,15 +321,15 @@ EXERCISES = [
         minutes=8,
         wrong={
             "per troy ounce": WrongAnswer(
-                _ASSET.format(unit="USD/ozt", earliest="2024-01-01", time="futures_settlement"),
+                edit={'unit="USD/lb"': 'unit="USD/ozt"'},
                 says="pound",
             ),
             "the crypto close's time rule": WrongAnswer(
-                _ASSET.format(unit="USD/lb", earliest="2024-01-01", time="crypto_close"),
+                edit={'"futures_settlement"': '"crypto_close"'},
                 says="13:30",
             ),
             "earliest after the first price": WrongAnswer(
-                _ASSET.format(unit="USD/lb", earliest="2024-06-01", time="futures_settlement"),
+                edit={'earliest="2024-01-01"': 'earliest="2024-06-01"'},
                 says="before `earliest`",
             ),
         },
@@ -387,15 +365,13 @@ EXERCISES = [
         minutes=6,
         wrong={
             "the hour of the day": WrongAnswer(
-                _SQL.format(hour="strftime('%H', time, 'unixepoch') AS hour", agg="avg"),
+                edit={"time / 3600 * 3600": "strftime('%H', time, 'unixepoch')"},
                 says="hours of the day",
             ),
             "hours counted, not their start": WrongAnswer(
-                _SQL.format(hour="time / 3600 AS hour", agg="avg"), says="epoch seconds"
+                edit={"time / 3600 * 3600": "time / 3600"}, says="epoch seconds"
             ),
-            "the maximum": WrongAnswer(
-                _SQL.format(hour="time / 3600 * 3600 AS hour", agg="max"), says="max"
-            ),
+            "the maximum": WrongAnswer(edit={"avg(": "max("}, says="max"),
         },
     ),
 ]

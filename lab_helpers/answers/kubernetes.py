@@ -20,7 +20,7 @@ from .. import cmdline, dockerfiles, manifests, policy
 from ..config import project_root
 from ..errors import LabError
 from ..exercises import Exercise, Wrong, WrongAnswer, multiple_choice
-from . import dict_cell, parse_step, text_cell
+from . import parse_step
 from .containers import EXERCISE_DIR, IMAGE, PORT, SERVICE
 
 MANIFEST_DIR = EXERCISE_DIR / "k8s"
@@ -196,100 +196,8 @@ def verify_kubectl(kubectl_commands, NAMESPACE) -> None:
         raise Wrong("logs: --tail takes a number of lines")
 
 
-# -- wrong answers ------------------------------------------------------------------------------
-SOLUTION = """apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: stats
-  labels:
-    app.kubernetes.io/name: stats
-    app.kubernetes.io/component: service
-spec:
-  {replicas}: 1
-  selector:
-    matchLabels:
-      app.kubernetes.io/name: stats
-  template:
-    metadata:
-      labels:
-        app.kubernetes.io/name: stats
-        app.kubernetes.io/component: service
-    spec:
-      automountServiceAccountToken: false
-      terminationGracePeriodSeconds: 15
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: {user}
-        runAsGroup: 10001
-        seccompProfile:
-          type: RuntimeDefault
-      containers:
-        - name: stats
-          image: lab-stats:0.1.0
-          command: ["python", "services/stats/main.py"]
-          env:
-            - name: LAB_HOST
-              value: 0.0.0.0
-            - name: LAB_PORT
-              value: "8003"
-            - name: STATS_API_URL
-              value: http://api:8000
-          ports:
-            - name: http
-              containerPort: 8003
-          readinessProbe:
-            httpGet:
-              path: {ready}
-              port: http
-            periodSeconds: 5
-          livenessProbe:
-            httpGet:
-              path: /healthz
-              port: http
-            periodSeconds: 10
-          resources:
-            requests:
-              cpu: 20m
-              memory: 96Mi
-{limits}          securityContext:
-            allowPrivilegeEscalation: false
-            readOnlyRootFilesystem: true
-            capabilities:
-              drop: ["ALL"]
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: stats
-spec:
-  selector:
-    {selector}: stats
-  ports:
-    - name: http
-      port: 8003
-      targetPort: http
-"""
+# -- wrong answers: the solution with one change (see `WrongAnswer.edit`) ---------------------
 _LIMITS = "            limits:\n              cpu: 250m\n              memory: 192Mi\n"
-
-
-def _manifests(replicas="replicas", user="10001", ready="/readyz", limits=_LIMITS,
-               selector="app.kubernetes.io/name") -> str:  # fmt: skip
-    text = SOLUTION.format(replicas=replicas, user=user, ready=ready, limits=limits,
-                           selector=selector)  # fmt: skip
-    return text_cell("stats_manifests", text)
-
-
-_KUBECTL = {
-    "scale": 'f"kubectl -n {NAMESPACE} scale deployment/stats --replicas=2"',
-    "restart_pod": 'f"kubectl -n {NAMESPACE} delete pod -l app.kubernetes.io/name=stats"',
-    "status": 'f"kubectl -n {NAMESPACE} rollout status deployment/stats --timeout=120s"',
-    "undo": 'f"kubectl -n {NAMESPACE} rollout undo deployment/stats"',
-    "logs": 'f"kubectl -n {NAMESPACE} logs deployment/stats --tail=5"',
-}
-
-
-def _kubectl(**changed) -> str:
-    return dict_cell("kubectl_commands", {**_KUBECTL, **changed})
 
 
 EXERCISES = [
@@ -307,14 +215,19 @@ EXERCISES = [
         "answer 200",
         minutes=15,
         wrong={
-            "a misspelt field": WrongAnswer(_manifests(replicas="replica"), says="strict"),
-            "runs as root": WrongAnswer(_manifests(user="0"), says="runAsUser"),
-            "no limits": WrongAnswer(_manifests(limits=""), says="limits"),
+            "a misspelt field": WrongAnswer(
+                edit={"  replicas: 1\n": "  replica: 1\n"}, says="strict"
+            ),
+            "runs as root": WrongAnswer(
+                edit={"runAsUser: 10001": "runAsUser: 0"}, says="runAsUser"
+            ),
+            "no limits": WrongAnswer(edit={_LIMITS: ""}, says="limits"),
             "readiness on a path the service does not serve": WrongAnswer(
-                _manifests(ready="/ready"), says="answers 404"
+                edit={"path: /readyz": "path: /ready"}, says="answers 404"
             ),
             "a Service that selects nothing": WrongAnswer(
-                _manifests(selector="app"), says="selector"
+                edit={"  selector:\n    app.kubernetes.io/name": "  selector:\n    app"},
+                says="selector",
             ),
         },
     ),
@@ -349,19 +262,17 @@ EXERCISES = [
         minutes=8,
         wrong={
             "no namespace": WrongAnswer(
-                _kubectl(scale='"kubectl scale deployment/stats --replicas=2"'), says="-n"
+                edit={"kubectl -n {NAMESPACE} scale": "kubectl scale"}, says="-n"
             ),
             "a misspelt flag": WrongAnswer(
-                _kubectl(scale='f"kubectl -n {NAMESPACE} scale deployment/stats --replica=2"'),
-                says="unknown flag",
+                edit={"--replicas=2": "--replica=2"}, says="unknown flag"
             ),
             "deletes the Deployment": WrongAnswer(
-                _kubectl(restart_pod='f"kubectl -n {NAMESPACE} delete deployment stats"'),
+                edit={"delete pod -l app.kubernetes.io/name=stats": "delete deployment stats"},
                 says="nothing brings it back",
             ),
             "follows the log": WrongAnswer(
-                _kubectl(logs='f"kubectl -n {NAMESPACE} logs -f deployment/stats"'),
-                says="never ends",
+                edit={"logs deployment/stats": "logs -f deployment/stats"}, says="never ends"
             ),
         },
     ),

@@ -151,33 +151,14 @@ def verify_stopped_week(stopped_week_cost) -> None:
     raise Wrong("not this sum: every item that still exists, times the hours of a week")
 
 
-_LEFTOVERS = """def leftovers(pids, ports):
-    found = []
-    for name, pid in pids.items():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-{zombie}        found.append(name)
-    found += [name for name, port in ports.items() if {port_test}]
-    return found
-"""
-_ZOMBIE = """        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+# Most wrong answers are the solution with one change (see `WrongAnswer.edit`).
+_ZOMBIE = """        if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
             continue
 """
-
-
-def _leftovers(zombie=_ZOMBIE, port_test="port_open(port)") -> str:
-    return _LEFTOVERS.format(zombie=zombie, port_test=port_test)
-
-
 _ONLY_PORTS = """def leftovers(pids, ports):
     return [name for name, port in ports.items() if port_open(port)]
 """
-
-
-def _checks(cluster, azure='f"az group exists --name {GROUP}"') -> str:
-    return f'leftover_commands = {{"cluster": {cluster}, "azure": {azure}}}\n'
+_CLUSTER = "kubectl -n {NAMESPACE} get all,pvc,secret"
 
 
 EXERCISES = [
@@ -196,12 +177,7 @@ EXERCISES = [
                 'stopped_week_cost = 168 * costs.cluster_table()["usd_per_hour"].sum()\n',
                 says="leave the node VMs out",
             ),
-            "one day": WrongAnswer(
-                "table = costs.cluster_table()\n"
-                'still = [i for i in table.index if not i.startswith("node VM")]\n'
-                'stopped_week_cost = 24 * table.loc[still, "usd_per_hour"].sum()\n',
-                says="one day",
-            ),
+            "one day": WrongAnswer(edit={"7 * 24 *": "24 *"}, says="one day"),
         },
     ),
     Exercise(
@@ -218,7 +194,7 @@ EXERCISES = [
         minutes=8,
         wrong={
             "ports only": WrongAnswer(_ONLY_PORTS, says="running process"),
-            "a zombie counted as running": WrongAnswer(_leftovers(zombie=""), says="zombie"),
+            "a zombie counted as running": WrongAnswer(edit={_ZOMBIE: ""}, says="zombie"),
         },
     ),
     Exercise(
@@ -238,18 +214,18 @@ EXERCISES = [
         minutes=5,
         wrong={
             "all without the disks": WrongAnswer(
-                _checks('f"kubectl -n {NAMESPACE} get all"'), says="PersistentVolumeClaims"
+                edit={"get all,pvc,secret": "get all"}, says="PersistentVolumeClaims"
             ),
             "another namespace": WrongAnswer(
-                _checks('"kubectl get all,pvc -n default"'), says="lab's namespace"
+                edit={_CLUSTER: "kubectl get all,pvc -n default"}, says="lab's namespace"
             ),
             "deletes instead of checking": WrongAnswer(
-                _checks(
-                    'f"kubectl get namespace {NAMESPACE}"',
-                    'f"az group delete --name {GROUP} --yes"',
-                ),
+                edit={
+                    _CLUSTER: "kubectl get namespace {NAMESPACE}",
+                    "az group exists --name": "az group delete --yes --name",
+                },
                 says="that deletes",
-            ),  # fmt: skip
+            ),
         },
     ),
 ]

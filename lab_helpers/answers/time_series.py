@@ -163,11 +163,7 @@ def verify_forecasts(forecasts, TEST_DAYS) -> None:
             raise Wrong(f"{column}: not the forecast described, for every day of the test period")
 
 
-# A wrong answer of 04.2: one number of days a year for every asset.
-_SAME_DAYS = (
-    "annual_vol = pd.Series({{a: log_returns(wide[a].dropna()).std() * math.sqrt({days})\n"
-    "                        for a in CRYPTO + METALS}})\n"
-)
+# Most wrong answers are the solution with one change (see `WrongAnswer.edit`).
 
 EXERCISES = [
     Exercise(
@@ -181,15 +177,11 @@ EXERCISES = [
         minutes=4,
         wrong={
             "simple returns": WrongAnswer(
-                "def log_returns(prices):\n    return prices.pct_change().dropna()\n",
-                says="simple returns",
+                edit={"np.log(prices).diff()": "prices.pct_change()"}, says="simple returns"
             ),
-            "first day kept": WrongAnswer(
-                "def log_returns(prices):\n    return np.log(prices).diff()\n", says="drop it"
-            ),
+            "first day kept": WrongAnswer(edit={".diff().dropna()": ".diff()"}, says="drop it"),
             "sign flipped": WrongAnswer(
-                "def log_returns(prices):\n    return np.log(prices.shift(1) / prices).dropna()\n",
-                says="sign",
+                edit={"np.log(prices).diff()": "np.log(prices.shift(1) / prices)"}, says="sign"
             ),
         },
     ),
@@ -204,10 +196,10 @@ EXERCISES = [
         minutes=7,
         wrong={
             "252 days for every asset": WrongAnswer(
-                _SAME_DAYS.format(days=252), says="trades every day"
+                edit={"fromkeys(CRYPTO, 365)": "fromkeys(CRYPTO, 252)"}, says="trades every day"
             ),
             "365 days for every asset": WrongAnswer(
-                _SAME_DAYS.format(days=365), says="working days only"
+                edit={"fromkeys(METALS, 252)": "fromkeys(METALS, 365)"}, says="working days only"
             ),
             "the common trading days only": WrongAnswer(
                 "annual_vol = log_returns(wide[CRYPTO + METALS].dropna()).std() * np.sqrt(\n"
@@ -215,9 +207,7 @@ EXERCISES = [
                 says="own calendar",
             ),
             "not annualised": WrongAnswer(
-                "annual_vol = pd.Series({a: log_returns(wide[a].dropna()).std()\n"
-                "                        for a in CRYPTO + METALS})\n",
-                says="annualise",
+                edit={" * math.sqrt(days_a_year[asset])": ""}, says="annualise"
             ),
         },
     ),
@@ -232,9 +222,7 @@ EXERCISES = [
         minutes=6,
         wrong={
             "forward-filled metal": WrongAnswer(
-                "btc_gold_corr = log_returns(wide[['btc', 'gold']].ffill().dropna()).corr()"
-                ".loc['btc', 'gold']\n",
-                says="filled",
+                edit={"].dropna()": "].ffill().dropna()"}, says="filled"
             ),
             "returns first, then joined": WrongAnswer(
                 "btc_gold_corr = pd.concat([log_returns(wide['btc'].dropna()),\n"
@@ -243,8 +231,7 @@ EXERCISES = [
                 says="own calendar",
             ),
             "prices instead of returns": WrongAnswer(
-                "btc_gold_corr = wide[['btc', 'gold']].dropna().corr().loc['btc', 'gold']\n",
-                says="prices",
+                edit={"log_returns(wide[": "(wide["}, says="prices"
             ),
         },
     ),
@@ -260,15 +247,10 @@ EXERCISES = [
         minutes=8,
         wrong={
             "a moving average that sees the day it forecasts": WrongAnswer(
-                "forecasts = pd.DataFrame({'naive': btc_all.shift(1),\n"
-                "                          'moving average': btc_all.rolling(7).mean()})\n",
-                says="includes the price",
+                edit={".mean().shift(1)": ".mean()"}, says="includes the price"
             ),
             "tomorrow's price": WrongAnswer(
-                "forecasts = pd.DataFrame({'naive': btc_all.shift(-1),\n"
-                "                          'moving average': btc_all.rolling(7).mean().shift(1)})"
-                "\n",
-                says="tomorrow",
+                edit={"btc_all.shift(1)": "btc_all.shift(-1)"}, says="tomorrow"
             ),
         },
     ),

@@ -129,23 +129,17 @@ EXERCISES = [
         checked_by="called for two years of each asset, against the bundled CSV files; then "
         "with an asset name that is a piece of InfluxQL, which must find nothing",
         minutes=6,
+        # Wrong answers that are the solution with one change: see `WrongAnswer.edit`.
         wrong={
             "the asset pasted into the query": WrongAnswer(
-                "def highest(asset, year):\n"
-                "    start = pd.Timestamp(year=year, month=1, day=1, tz='UTC')\n"
-                "    found = db.query(\n"
-                "        f\"SELECT max(price) FROM {MEASUREMENT} WHERE asset = '{asset}' \"\n"
-                "        'AND time >= $start AND time < $end',\n"
-                "        params={'start': start, 'end': start + pd.DateOffset(years=1)})\n"
-                "    return found['max'].iloc[0]\n",
+                edit={"asset = $asset": "asset = '{asset}'", '"asset": asset, ': ""},
                 says="bound parameter",
             ),
             "the whole history": WrongAnswer(
-                "def highest(asset, year):\n"
-                "    found = db.query(f'SELECT max(price) FROM {MEASUREMENT} WHERE asset = "
-                "$asset',\n"
-                "                     params={'asset': asset})\n"
-                "    return found['max'].iloc[0]\n",
+                edit={
+                    " AND time >= $start AND time < $end": "",
+                    ', "start": start, "end": start + pd.DateOffset(years=1)': "",
+                },
                 says="whole history",
             ),
         },
@@ -166,8 +160,7 @@ EXERCISES = [
                 says="NaN",
             ),
             "in percent": WrongAnswer(
-                "growth = weekly.groupby('asset')['price'].agg(\n"
-                "    lambda p: 100 * (p.iloc[-1] / p.iloc[0] - 1))\n",
+                edit={"/ closes.iloc[0]": "/ closes.iloc[0] * 100 - 100"},
                 says="percentage",
             ),
         },

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import math
 import time
@@ -61,34 +62,28 @@ class IngestStats:
 
     def __init__(self, registry: CollectorRegistry | None = None):
         registry = registry if registry is not None else CollectorRegistry()
-        self._received = Counter(
+        counter = functools.partial(Counter, registry=registry)  # all on this registry
+        self._received = counter(
             "ingest_ticks_received",
             "Messages fetched from JetStream (a redelivered message counts again)",
-            registry=registry,
         )
-        self._stored = Counter(
-            "ingest_ticks_stored", "Clean ticks written to the measurement price", registry=registry
+        self._stored = counter(
+            "ingest_ticks_stored", "Clean ticks written to the measurement price"
         )
-        self._quarantined = Counter(
+        self._quarantined = counter(
             "ingest_ticks_quarantined",
             "Messages written to the measurement quarantine, by reason",
             ["reason"],
-            registry=registry,
         )
-        self._batches = Counter(
-            "ingest_batches", "Batches written and acknowledged", registry=registry
-        )
+        self._batches = counter("ingest_batches", "Batches written and acknowledged")
         self._write_seconds = Histogram(
             "ingest_write_seconds", "Time to write one batch to InfluxDB", registry=registry
         )
-        self._write_errors = Counter(
+        self._write_errors = counter(
             "ingest_write_errors",
             "Batches whose write failed (not acknowledged: delivered again later)",
-            registry=registry,
         )
-        self._redeliveries = Counter(
-            "ingest_redeliveries", "Messages delivered more than once", registry=registry
-        )
+        self._redeliveries = counter("ingest_redeliveries", "Messages delivered more than once")
         self._last_ack = Gauge(
             "ingest_last_ack_timestamp_seconds",
             "When the last batch was written and acknowledged (Unix time)",

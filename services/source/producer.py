@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -66,18 +67,17 @@ class Producer:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.registry = CollectorRegistry()
-        self.ticks_total = Counter(
+        counter = functools.partial(Counter, registry=self.registry)  # all on this registry
+        self.ticks_total = counter(
             "source_ticks_total",
             "Ticks published to JetStream, by kind (valid or the kind of bad record)",
             ["kind"],
-            registry=self.registry,
         )
         for kind in replay.KINDS:  # every kind shows, at 0, from the start
             self.ticks_total.labels(kind=kind)
-        self.publish_errors_total = Counter(
+        self.publish_errors_total = counter(
             "source_publish_errors_total",
             "Failed publish attempts (each is retried until it succeeds)",
-            registry=self.registry,
         )
         self.publish_seconds = Histogram(
             "source_publish_seconds",
@@ -85,16 +85,14 @@ class Producer:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
-        self.duplicates_total = Counter(
+        self.duplicates_total = counter(
             "source_jetstream_duplicates_total",
             "Ticks that JetStream acknowledged as duplicates (same Nats-Msg-Id) and did not store",
-            registry=self.registry,
         )
-        self.live_errors_total = Counter(
+        self.live_errors_total = counter(
             "source_live_errors_total",
             "Failed polls of a live price API (no answer, HTTP error, not a price)",
             ["api"],
-            registry=self.registry,
         )
 
         self.state = "starting"
