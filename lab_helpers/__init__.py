@@ -21,7 +21,7 @@ them:
 - `analysis`: the stored history, honest charts, calendars (notebook 04)
 - `dashboard`: the price dashboard, inside JupyterLab or in a browser tab
 - `exercises`: step checks and exercise checkers: ✅ when right, ⛔ with what to try
-- `answers`: the exercises of each notebook and how they are checked
+- `answers`: the exercises of each notebook (`exercises.yaml`) and how they are checked
 - `shell`: `%%cluster` cells, the commands you type (`docker`, `kubectl`, `helm`, `az`)
 - `dockerfiles`: a Dockerfile checked the way the lab's own images are (notebook 01)
 - `probes`: ask a running service over HTTP: what a call costs (notebooks 01, 02)

@@ -7,11 +7,12 @@ nothing else:
   relation that the text states holds on this run);
 - `check_exercise("04.2")`: the learner's answer to exercise 04.2 is right.
 
-An exercise is declared once, in `lab_helpers/answers/` (one module per notebook), as an
-`Exercise`: the name the learner's answer goes into, the notebook names the checker
-reads, the hint, the estimated minutes, the reference computation that decides, and the
-plausible wrong answers the tests try on it. A notebook's checker cell is the single line
-`check_exercise("NN.k")`: expected values and reference code never appear in a notebook.
+An exercise is declared once, in `lab_helpers/answers/`: its texts, minutes and the
+plausible wrong answers the tests try on it in `exercises.yaml`, and its checker (the
+reference computation that decides, whose parameters name the learner's answer and the
+notebook names it reads) in the notebook's module there. A notebook's checker cell is the
+single line `check_exercise("NN.k")`: expected values and reference code never appear in a
+notebook.
 
 A check never raises: a learner sees at once what is wrong and what to try, and the rest of
 the notebook still runs. The notebook tests count the ⛔ marks in the outputs, so a reference
@@ -25,13 +26,17 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .errors import LabError
 
@@ -152,6 +157,13 @@ class Exercise:
         return f"Exercise {self.key} · {self.title}"
 
 
+DECLARATIONS = Path(__file__).parent / "answers" / "exercises.yaml"
+"""Every exercise of the workbook, in order: its texts, minutes and wrong answers (the
+comments at its top say each field). The checkers are the answer modules' functions."""
+_FIELDS = {"title", "verify", "choice", "answer", "optional", "minutes", "hint", "writes",
+           "checked_by", "wrong"}  # fmt: skip
+
+
 def _module(notebook: str):
     from .answers import MODULES
 
@@ -160,9 +172,47 @@ def _module(notebook: str):
     return importlib.import_module(f".answers.{MODULES[notebook]}", __package__)
 
 
+def _declared(key: str, entry: dict) -> Exercise:
+    """The `Exercise` an entry of `DECLARATIONS` declares."""
+    where = f"{DECLARATIONS.name}, exercise {key}"
+    unknown = sorted(set(entry) - _FIELDS)
+    if unknown:
+        raise LabError(f"{where}: unknown field {unknown[0]!r} (the fields: {sorted(_FIELDS)})")
+    fields = {name: value for name, value in entry.items() if name not in ("choice", "wrong")}
+    wrong = entry.get("wrong") or {}
+    if "choice" in entry:
+        asked = entry["choice"]
+        return multiple_choice(
+            key, fields.pop("title"), fields.pop("answer"), correct=asked["correct"],
+            feedback=asked["feedback"], asks=asked["asks"],
+            options=tuple(asked.get("options", "abcd")),
+            wrong={label: (w["pick"], w["says"]) for label, w in wrong.items()}, **fields,
+        )  # fmt: skip
+    verify = getattr(_module(key[:2]), fields.pop("verify", ""), None)
+    if not callable(verify):
+        raise LabError(f"{where}: `verify` names no function of its notebook's answer module")
+    return Exercise(
+        key=key,
+        verify=verify,
+        wrong={label: WrongAnswer(**w) for label, w in wrong.items()},
+        **fields,
+    )
+
+
+@functools.cache
+def _all() -> dict[str, tuple[Exercise, ...]]:
+    """The declared exercises by notebook, read once."""
+    entries = yaml.safe_load(DECLARATIONS.read_text(encoding="utf-8"))
+    found: dict[str, list[Exercise]] = {}
+    for key, entry in entries.items():
+        found.setdefault(key[:2], []).append(_declared(key, entry))
+    return {notebook: tuple(declared) for notebook, declared in found.items()}
+
+
 def exercises(notebook: str) -> list[Exercise]:
     """The exercises of notebook `notebook` (`"04"`), in order."""
-    return list(_module(notebook).EXERCISES)
+    _module(notebook)  # a notebook without an answer module is an error, not an empty list
+    return list(_all().get(notebook, ()))
 
 
 def exercise(key: str) -> Exercise:

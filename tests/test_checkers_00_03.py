@@ -10,7 +10,7 @@ import pytest
 from lab_helpers import catalogue, etl, practice, workbook
 from lab_helpers.answers import etl as a03
 from lab_helpers.answers import welcome as a00
-from lab_helpers.exercises import Wrong
+from lab_helpers.exercises import Wrong, exercises
 
 ASSETS = ["btc", "eth", "gold", "silver"]
 
@@ -83,7 +83,7 @@ def rules_from(code: str):
 def test_03_1_the_right_rule_passes_and_each_wrong_one_is_named():
     solution = workbook.solution("03.1")
     a03.verify_rules(rules_from(solution))
-    for wrong in a03.EXERCISES[0].wrong.values():
+    for wrong in exercises("03")[0].wrong.values():
         with pytest.raises(Wrong, match=wrong.says):
             a03.verify_rules(rules_from(wrong.cell(solution)))
     for bad, says in (
@@ -104,7 +104,7 @@ def test_03_2_a_right_entry_passes_and_each_wrong_one_is_named(tmp_path):
     namespace = {"practice": practice, "catalogue": catalogue, "PRACTICE": folder,
                  "copper_file": practice.copper_prices()}  # fmt: skip
     solution = workbook.solution("03.2")
-    for wrong in a03.EXERCISES[1].wrong.values():
+    for wrong in exercises("03")[1].wrong.values():
         exec(wrong.cell(solution), namespace)
         with pytest.raises(Wrong, match=wrong.says):
             a03.verify_new_asset(namespace["copper"], folder)

@@ -27,7 +27,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
+from lab_helpers import exercises as exercises_module
 from lab_helpers import workbook
+from lab_helpers.errors import LabError
 from lab_helpers.exercises import FAIL, OK, Exercise, WrongAnswer, exercises, multiple_choice
 from lab_helpers.stack import LocalStack
 
@@ -222,6 +224,16 @@ def test_every_exercise_is_declared_in_full(path):
         solution = workbook.solution(ex.key)
         for label, wrong in ex.wrong.items():
             assert wrong.cell(solution) != solution, f"{ex.key} {label}: the solution itself"
+
+
+def test_a_declaration_with_an_unknown_field_or_checker_is_a_sentence():
+    entry = {"title": "t", "verify": "verify_growth", "minutes": 1, "hint": "h", "writes": "w",
+             "checked_by": "c", "wrong": {"w": {"code": "x = 1\n", "says": "no"}}}  # fmt: skip
+    assert exercises_module._declared("00.9", entry).verify.__name__ == "verify_growth"
+    with pytest.raises(LabError, match="unknown field 'hnit'"):
+        exercises_module._declared("00.9", {**entry, "hnit": "h"})
+    with pytest.raises(LabError, match="`verify` names no function"):
+        exercises_module._declared("00.9", {**entry, "verify": "verify_growht"})
 
 
 def test_a_wrong_answer_is_code_or_an_edit_of_the_solution_found_once():

@@ -1,5 +1,7 @@
-"""The exercises of the workbook, one module per notebook, and the reference computations
-that decide whether an answer is right (see `lab_helpers.exercises.Exercise`).
+"""The exercises of the workbook: `exercises.yaml` declares them all (texts, minutes, the
+wrong answers the tests try), and one module per notebook holds their checkers, the
+reference computations that decide whether an answer is right (see
+`lab_helpers.exercises.Exercise`).
 
 The reference values are computed here from the bundled data files, from the servers' own
 counters or by the real tools, never written into a notebook: a notebook's checker cell is
@@ -60,16 +62,3 @@ def per_asset(value: Any, name: str, assets: Sequence[str], listed: str) -> pd.S
     if sorted(map(str, series.index)) != sorted(assets):
         raise Wrong(f"`{name}` needs one value per asset of {listed} ({', '.join(assets)})")
     return series
-
-
-def text_cell(name: str, text: str) -> str:
-    """The code of a cell that sets `name` to the multi-line string `text` (for the wrong
-    answers the tests try)."""
-    return f'{name} = """\\\n{text}"""\n'
-
-
-def dict_cell(name: str, values: Mapping[str, str]) -> str:
-    """The code of a cell that sets `name` to a dict, one key a line; `values` maps each key
-    to the code of its value (for the wrong answers the tests try)."""
-    body = "".join(f'    "{key}": {value},\n' for key, value in values.items())
-    return f"{name} = {{\n{body}}}\n"

@@ -1,4 +1,4 @@
-"""Exercises of notebook 05 (polling or push?) and how they are checked.
+"""How the exercises of notebook 05 (polling or push?) are checked.
 
 The checkers run the learner's consumers themselves, for a couple of seconds, and hold what
 they measured against the servers' own counters: the measurement source's sequence numbers
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from .. import delivery
 from ..errors import LabError
-from ..exercises import Exercise, Wrong, WrongAnswer, call_async, multiple_choice
+from ..exercises import Wrong, call_async
 
 POLL_INTERVAL = 0.1  # seconds between two polls when the checker runs the learner's poller
 RUN_SECONDS = 2.0  # how long the checker runs each consumer
@@ -217,89 +217,3 @@ def verify_curl(curl_command, API) -> None:
         for t in ticks
     ):
         raise Wrong("these events are not the api's ticks")
-
-
-# The wrong answers of 05.1, 05.2 and 05.4 are the solution with one change (see
-# `WrongAnswer.edit`).
-EXERCISES = [
-    Exercise(
-        key="05.1",
-        title="the polling client",
-        verify=verify_poll,
-        hint="each pass of the loop asks /ticks for what came after `after` (a query "
-        "parameter), notes the wall-clock time of the answer, records and counts, moves "
-        "`after` on, then sleeps",
-        writes="`poll()`: an HTTP polling client of the source's /ticks (httpx)",
-        checked_by="the checker runs it for 2 s against the measurement source and holds its "
-        "ticks against the source's own sequence numbers (/stats)",
-        minutes=10,
-        wrong={
-            "never moves `after` on": WrongAnswer(
-                edit={'            after = page["next_after"]\n': ""}, says="the last one you"
-            ),
-            "does not wait between polls": WrongAnswer(
-                edit={"            await asyncio.sleep(interval)\n": ""}, says="wait `interval`"
-            ),
-            "delays from the monotonic clock": WrongAnswer(
-                edit={"arrived = time.time()": "arrived = time.monotonic()"}, says="wall clock"
-            ),
-        },
-    ),
-    Exercise(
-        key="05.2",
-        title="the push subscriber",
-        verify=verify_subscribe,
-        hint="nats-py's subscribe takes a callback (cb=), an async function that receives "
-        "each message, whose .data is the tick in JSON; sleeping keeps you subscribed",
-        writes="`subscribe()`: a NATS subscriber with a callback (nats-py)",
-        checked_by="the checker runs it for 2 s and holds its count against the NATS server's "
-        "count of messages delivered to its connection (/connz) and the source's sequence "
-        "numbers",
-        minutes=8,
-        wrong={
-            "closes at once": WrongAnswer(
-                edit={"        await asyncio.sleep(seconds)\n": ""},
-                says="keep the subscription open",
-            ),
-            "delays in seconds": WrongAnswer(
-                edit={"1000 * (time.time()": "(time.time()"},
-                says="milliseconds",
-            ),
-        },
-    ),
-    multiple_choice(
-        "05.3",
-        "a consumer that loses nothing",
-        "consumer_choice",
-        correct="c",
-        feedback={
-            "a": "a plain subscription gets only what is published while it listens: in "
-            "step 4 it got nothing of the outage",
-            "b": "the source keeps only its last BUFFER ticks: a long restart loses the "
-            "rest, as `missed` said in step 4",
-            "d": "the live stream, like a plain subscription, pushes only to whoever listens now",
-        },
-        hint="look at the 'lost' column of step 4's table",
-        asks="which consumer loses nothing while it is away",
-        wrong={"the plain subscriber": ("a", "listens"), "the poller": ("b", "BUFFER")},
-    ),
-    Exercise(
-        key="05.4",
-        title="the live stream, in another language",
-        verify=verify_curl,
-        hint="curl's manual (curl --help all): a flag that turns off output buffering, one "
-        "that ends the command after some seconds; the stream's path is in step 5",
-        writes="a `curl` command line that reads the api's Server-Sent Events",
-        checked_by="parsed with the shell's rules (shlex), then run: curl's events and the "
-        "api's own request counter (/metrics) must agree",
-        minutes=4,
-        wrong={
-            "no --max-time": WrongAnswer(edit={" --max-time 3": ""}, says="never ends"),
-            "the prices endpoint": WrongAnswer(
-                edit={"/api/stream": "/api/prices/btc"},
-                says="/api/stream",
-            ),
-            "without -N": WrongAnswer(edit={"curl -sN": "curl -s"}, says="-N"),
-        },
-    ),
-]

@@ -1,4 +1,4 @@
-"""Exercises of notebook 01 (microservices and containers) and how they are checked.
+"""How the exercises of notebook 01 (microservices and containers) are checked.
 
 01.1: the Dockerfile of the stats service (`services/stats/`), read by Docker's own parser,
 linted by hadolint, held to the lab's rules (`lab_helpers.dockerfiles`), then its command run
@@ -16,8 +16,8 @@ import posixpath
 
 from .. import __version__, cmdline, dockerfiles
 from ..config import project_root
-from ..exercises import Exercise, Wrong, WrongAnswer, multiple_choice
-from . import parse_step, text_cell
+from ..exercises import Wrong
+from . import parse_step
 
 SERVICE = "stats"
 PORT = 8003  # the stats service's port (services/stats/settings.py)
@@ -159,119 +159,3 @@ def verify_multi_platform(multi_platform_build, ACR) -> None:
 
 def _relative(path) -> str:
     return path.relative_to(project_root()).as_posix()
-
-
-# -- wrong answers ----------------------------------------------------------------------------
-# Most are the solution with one change (see `WrongAnswer.edit`); this one is another design.
-_SINGLE_STAGE = """FROM python:3.11.13-slim-bookworm
-ENV PIP_NO_CACHE_DIR=1
-WORKDIR /app
-COPY services/requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir -r /tmp/requirements.txt
-COPY pyproject.toml README.md ./
-COPY lab_helpers lab_helpers
-RUN pip install --no-cache-dir --no-deps .
-COPY services/stats services/stats
-ENV PYTHONUNBUFFERED=1 LAB_HOST=0.0.0.0 LAB_PORT=8003
-USER 10001
-EXPOSE 8003
-ENTRYPOINT ["python", "services/stats/main.py"]
-"""
-EXERCISES = [
-    Exercise(
-        key="01.1",
-        title="the stats service's Dockerfile",
-        verify=verify_dockerfile,
-        hint="services/ingest/Dockerfile (printed in step 1) follows every rule; the stats "
-        "service differs in its folder, its port and its settings (services/stats/README.md)",
-        writes="the Dockerfile of the stats service: a multi-stage build, a pinned base, a "
-        "non-root user, its settings, port and command",
-        checked_by="Docker's own parser (the `dockerfile` package), hadolint, the lab's rules "
-        "(lab_helpers.dockerfiles: pinned, multi-stage, numeric non-root USER, files copied, "
-        "EXPOSE = LAB_PORT), then its ENTRYPOINT run as a local process with the file's ENV, "
-        "whose /healthz must answer 200",
-        minutes=12,
-        wrong={
-            "base image not pinned": WrongAnswer(
-                edit={"FROM python:3.11.13-slim-bookworm\n": "FROM python:3.11-slim\n"},
-                says="not pinned",
-            ),
-            "runs as root": WrongAnswer(edit={"USER 10001\n": ""}, says="no USER"),
-            "one stage": WrongAnswer(
-                text_cell("stats_dockerfile", _SINGLE_STAGE), says="multi-stage"
-            ),
-            "the service's code not copied": WrongAnswer(
-                edit={"COPY services/stats services/stats\n": ""}, says="not in the image"
-            ),
-            "the wrong module as the command": WrongAnswer(
-                edit={"stats/main.py": "stats/returns.py"}, says="exited with code"
-            ),
-        },
-    ),
-    Exercise(
-        key="01.2",
-        title="build, run, list and ship it",
-        verify=verify_docker_commands,
-        hint="`docker build --help`, `docker run --help`: the tag (-t), the Dockerfile (-f), "
-        "detached (-d), publish (-p ADDRESS:HOST:CONTAINER), environment (-e NAME=value); "
-        "the Dockerfile's EXPOSE says the container's port",
-        writes="the `docker build`, `run -p ... -e ...`, `ps -a`, `images`, `tag` and `push` "
-        "command lines for the stats image",
-        checked_by="each line split with the shell's rules (shlex) and taken apart with "
-        "docker's documented options (lab_helpers.cmdline): file, context, tag, port mapping, "
-        "environment, registry name; in kind mode the notebook runs them",
-        minutes=8,
-        wrong={
-            "tagged latest": WrongAnswer(
-                edit={"-t {IMAGE} .": "-t lab-stats:latest ."}, says="version"
-            ),
-            "the api's port inside the container": WrongAnswer(
-                edit={":8003:8003": ":8003:8000"}, says="listens on 8003"
-            ),
-            "ps without -a": WrongAnswer(edit={"docker ps -a": "docker ps"}, says="-a"),
-            "the service's folder as the context": WrongAnswer(
-                edit={"-t {IMAGE} .": "-t {IMAGE} services/stats"}, says="context"
-            ),
-        },
-    ),
-    multiple_choice(
-        "01.3",
-        "a container or a virtual machine?",
-        "shared_with_host",
-        correct="b",
-        feedback={
-            "a": "each container has a file system of its own, the image's layers: "
-            "step 1 built one",
-            "c": "with -p you mapped a port of the host to the container's: it has an "
-            "address of its own",
-            "d": "a container does share something: whose kernel release does `uname -r` "
-            "report inside one? (step 4; kind mode runs it)",
-        },
-        hint="step 4: what does `uname -r` report inside a container, and whose is it?",
-        asks="what a container shares with its host, and a virtual machine does not",
-        wrong={"the file system": ("a", "file system"), "nothing": ("d", "kernel")},
-    ),
-    Exercise(
-        key="01.4",
-        optional=True,
-        title="one image for x86 and ARM machines",
-        verify=verify_multi_platform,
-        hint="`docker buildx build --help`: --platform takes several platforms at once; a "
-        "multi-platform image goes to a registry, not to the local Docker",
-        writes="the `docker buildx build` line that builds the stats image for linux/amd64 "
-        "and linux/arm64 and pushes it to the registry",
-        checked_by="the line split with the shell's rules and taken apart with docker's "
-        "documented build options (lab_helpers.cmdline): platforms, file, context, the "
-        "registry's name, --push",
-        minutes=4,
-        wrong={
-            "one platform only": WrongAnswer(
-                edit={"linux/amd64,linux/arm64": "linux/amd64"}, says="missing"
-            ),
-            "kept in the local Docker": WrongAnswer(edit={" --push": ""}, says="--push"),
-            "no registry in the name": WrongAnswer(
-                edit={"{ACR}.azurecr.io/{IMAGE}": "{IMAGE}"}, says="registry"
-            ),
-        },
-    ),
-]

@@ -1,4 +1,4 @@
-"""Exercises of notebook 03 (ETL and streaming) and how they are checked.
+"""How the exercises of notebook 03 (ETL and streaming) are checked.
 
 - 03.1, a cleaning rule of one's own, plugged into the rule list: the checker runs the real
   `etl.clean` with the learner's list on a generated batch of real one-minute bars, some
@@ -20,7 +20,7 @@ import pandas as pd
 
 from .. import catalogue, data, etl, practice, sensors, stores
 from ..errors import DataError
-from ..exercises import Exercise, Wrong, WrongAnswer, multiple_choice
+from ..exercises import Wrong
 
 REASON = "inconsistent bar"
 """The reason the learner's rule of 03.1 gives."""
@@ -263,115 +263,3 @@ def verify_hourly_sql(hourly_sql) -> None:
             if np.allclose(got["mean"].astype(float), _reference(readings, how)["mean"]):
                 raise Wrong(f"that is each hour's {how}: the mean is asked")
         raise Wrong("the third column is not each hour's mean temperature")
-
-
-# -- the exercises -------------------------------------------------------------------------------
-# Most wrong answers are the solution with one change (see `WrongAnswer.edit`).
-BROKEN = "(price > high) | (price < low) | (low > high)"
-_REJECT = f'batch.reject({BROKEN}, "{REASON}")'
-
-
-EXERCISES = [
-    Exercise(
-        key="03.1",
-        title="a cleaning rule of your own",
-        verify=verify_rules,
-        hint="read one of etl.RULES (etl.reject_impossible??) and copy its shape; comparisons "
-        "with a missing value are False; the rule needs numbers and must run before the clean "
-        "rows are chosen",
-        writes="a cleaning rule (a function of the batch, pandas) and the rule list with it "
-        "in its place",
-        checked_by="the real etl.clean with your list, on a generated batch of real one-minute "
-        "bars damaged in eight ways: where each row ends (clean, or which reason) against a "
-        "reference rule",
-        minutes=10,
-        wrong={
-            "rows without a bar quarantined": WrongAnswer(
-                edit={BROKEN: "~((low <= price) & (price <= high))"},
-                says="should stay clean",
-            ),
-            "only the close above the high": WrongAnswer(
-                edit={BROKEN: "price > high"}, says="passed"
-            ),
-            "reasons overwritten": WrongAnswer(
-                edit={_REJECT: f'batch.reason[({BROKEN}).to_numpy()] = "{REASON}"'},
-                says="earlier rule",
-            ),
-            "after drop_duplicates": WrongAnswer(
-                edit={"etl.reject_impossible": "etl.flag_jumps"},
-                says="drop_duplicates",
-            ),
-            "before parse_prices": WrongAnswer(
-                edit={"etl.reject_impossible": "etl.normalize_empty"},
-                says="parse_prices",
-            ),
-        },
-    ),
-    Exercise(
-        key="03.2",
-        title="add an asset",
-        verify=verify_new_asset,
-        hint="look at the CSV file with pandas first; data/README.md ('Add your own asset') "
-        "explains each field; COMEX quotes copper in US dollars per pound, and the time rules "
-        "are listed in data.TIME_CONVENTIONS",
-        writes="one asset catalogue entry for copper (catalogue.add_asset) on a practice copy "
-        "of the data folder",
-        checked_by="the real catalogue parser, then the asset's CSV loaded and cleaned with "
-        "that catalogue (data.load, etl.clean): only the repeated row may be quarantined",
-        minutes=8,
-        wrong={
-            "per troy ounce": WrongAnswer(
-                edit={'unit="USD/lb"': 'unit="USD/ozt"'},
-                says="pound",
-            ),
-            "the crypto close's time rule": WrongAnswer(
-                edit={'"futures_settlement"': '"crypto_close"'},
-                says="13:30",
-            ),
-            "earliest after the first price": WrongAnswer(
-                edit={'earliest="2024-01-01"': 'earliest="2024-06-01"'},
-                says="before `earliest`",
-            ),
-        },
-    ),
-    multiple_choice(
-        "03.3",
-        "stored, not acknowledged",
-        "crash_choice",
-        correct="b",
-        feedback={
-            "a": "a message belongs to the stream until it is acknowledged: a worker "
-            "that fetched it does not take it away",
-            "c": "JetStream knows nothing of InfluxDB: only an acknowledgement tells it a "
-            "message is done",
-            "d": "a point is identified by its measurement, tags and time: writing it "
-            "again replaces it by itself",
-        },
-        hint="what did the fetch without an acknowledgement get in step 4, and what did "
-        "step 3 show about writing the same points twice?",
-        asks="a batch stored in InfluxDB, then a crash before the acknowledgement",
-        wrong={"lost": ("a", "does not take it away"), "stored twice": ("d", "replaces it")},
-    ),
-    Exercise(
-        key="03.4",
-        optional=True,
-        title="hourly means in SQL",
-        verify=verify_hourly_sql,
-        hint="integer division drops the seconds within the hour; GROUP BY takes several "
-        "columns; SQLite's aggregate functions include avg, min and max",
-        writes="the SQL query of the hourly mean temperature of each sensor (SQLite)",
-        checked_by="the real SQLite runs it on readings of its own; compared with means "
-        "computed by pandas",
-        minutes=6,
-        wrong={
-            "the hour of the day": WrongAnswer(
-                edit={"time / 3600 * 3600": "strftime('%H', time, 'unixepoch')"},
-                says="hours of the day",
-            ),
-            "hours counted, not their start": WrongAnswer(
-                edit={"time / 3600 * 3600": "time / 3600"}, says="epoch seconds"
-            ),
-            "the maximum": WrongAnswer(edit={"avg(": "max("}, says="max"),
-        },
-    ),
-]

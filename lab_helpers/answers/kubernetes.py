@@ -1,4 +1,4 @@
-"""Exercises of notebook 02 (Kubernetes) and how they are checked.
+"""How the exercises of notebook 02 (Kubernetes) are checked.
 
 02.1: the Deployment and Service of the stats service, validated by kubernetes-validate
 (strict), held to the lab's rules (`lab_helpers.policy`), rendered with the lab's overlay by
@@ -19,7 +19,7 @@ import yaml
 from .. import cmdline, dockerfiles, manifests, policy
 from ..config import project_root
 from ..errors import LabError
-from ..exercises import Exercise, Wrong, WrongAnswer, multiple_choice
+from ..exercises import Wrong
 from . import parse_step
 from .containers import EXERCISE_DIR, IMAGE, PORT, SERVICE
 
@@ -194,86 +194,3 @@ def verify_kubectl(kubectl_commands, NAMESPACE) -> None:
     tail = parsed["logs"].value("--tail")
     if tail is not None and not tail.lstrip("-").isdigit():
         raise Wrong("logs: --tail takes a number of lines")
-
-
-# -- wrong answers: the solution with one change (see `WrongAnswer.edit`) ---------------------
-_LIMITS = "            limits:\n              cpu: 250m\n              memory: 192Mi\n"
-
-
-EXERCISES = [
-    Exercise(
-        key="02.1",
-        title="the stats service's Deployment and Service",
-        verify=verify_manifests,
-        hint="manifests/base/api.yaml is a Deployment and a Service that keep every rule; "
-        "the stats service's port, settings and probes are in services/stats/README.md",
-        writes="the Deployment and Service of the stats service (YAML)",
-        checked_by="kubernetes-validate (strict, the newest Kubernetes it knows), the lab's "
-        "rules (lab_helpers.policy: requests and limits, probes on declared ports, non-root, "
-        "read-only root file system...), `kubectl kustomize` of the overlay with them added, "
-        "then the container's command run with the manifest's env: both probes' paths must "
-        "answer 200",
-        minutes=15,
-        wrong={
-            "a misspelt field": WrongAnswer(
-                edit={"  replicas: 1\n": "  replica: 1\n"}, says="strict"
-            ),
-            "runs as root": WrongAnswer(
-                edit={"runAsUser: 10001": "runAsUser: 0"}, says="runAsUser"
-            ),
-            "no limits": WrongAnswer(edit={_LIMITS: ""}, says="limits"),
-            "readiness on a path the service does not serve": WrongAnswer(
-                edit={"path: /readyz": "path: /ready"}, says="answers 404"
-            ),
-            "a Service that selects nothing": WrongAnswer(
-                edit={"  selector:\n    app.kubernetes.io/name": "  selector:\n    app"},
-                says="selector",
-            ),
-        },
-    ),
-    multiple_choice(
-        "02.2",
-        "which probe?",
-        "probe_choice",
-        correct="b",
-        feedback={
-            "a": "a restart does not fix a wrong password: the pod would restart in a loop "
-            "(step 8's api stayed alive)",
-            "c": "the startup probe only says when the program has started; it stops "
-            "asking after that",
-            "d": "then traffic keeps reaching a pod that answers every request with an error",
-        },
-        hint="step 8: what did /healthz and /readyz answer, and what does Kubernetes do "
-        "with each answer?",
-        asks="which probe reports a dependency that does not answer",
-        wrong={"liveness": ("a", "restart"), "none": ("d", "traffic")},
-    ),
-    Exercise(
-        key="02.3",
-        title="scale, replace, roll back, read",
-        verify=verify_kubectl,
-        hint="`kubectl scale --help`, `kubectl rollout --help`, `kubectl logs --help`; every "
-        "command names the namespace (-n) and the object (TYPE/NAME, or a label with -l)",
-        writes="the `kubectl` lines that scale the stats Deployment, delete one of its pods, "
-        "wait for its rollout, undo it and read its logs",
-        checked_by="the real kubectl reads each line (pointed at no server: an unknown flag "
-        "or a missing argument is its own error), then lab_helpers.cmdline checks the "
-        "namespace, the verb and the object; in kind mode the notebook runs them",
-        minutes=8,
-        wrong={
-            "no namespace": WrongAnswer(
-                edit={"kubectl -n {NAMESPACE} scale": "kubectl scale"}, says="-n"
-            ),
-            "a misspelt flag": WrongAnswer(
-                edit={"--replicas=2": "--replica=2"}, says="unknown flag"
-            ),
-            "deletes the Deployment": WrongAnswer(
-                edit={"delete pod -l app.kubernetes.io/name=stats": "delete deployment stats"},
-                says="nothing brings it back",
-            ),
-            "follows the log": WrongAnswer(
-                edit={"logs deployment/stats": "logs -f deployment/stats"}, says="never ends"
-            ),
-        },
-    ),
-]

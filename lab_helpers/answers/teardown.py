@@ -1,4 +1,4 @@
-"""Exercises of notebook 06 (teardown and costs) and how they are checked.
+"""How the exercises of notebook 06 (teardown and costs) are checked.
 
 06.2: `leftovers(pids, ports)`, the check that nothing of the lab is left on this machine: the
 checker runs it on real processes and ports it makes for the purpose (one alive, one gone, one
@@ -19,7 +19,7 @@ import sys
 import time
 
 from .. import cmdline, costs
-from ..exercises import Exercise, Wrong, WrongAnswer
+from ..exercises import Wrong
 from . import parse_step
 
 HOURS_PER_WEEK = 7 * 24
@@ -149,83 +149,3 @@ def verify_stopped_week(stopped_week_cost) -> None:
     if abs(stopped_week_cost - expected / 7) < 0.01:
         raise Wrong("that is one day: a week has 7 × 24 hours")
     raise Wrong("not this sum: every item that still exists, times the hours of a week")
-
-
-# Most wrong answers are the solution with one change (see `WrongAnswer.edit`).
-_ZOMBIE = """        if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            continue
-"""
-_ONLY_PORTS = """def leftovers(pids, ports):
-    return [name for name, port in ports.items() if port_open(port)]
-"""
-_CLUSTER = "kubectl -n {NAMESPACE} get all,pvc,secret"
-
-
-EXERCISES = [
-    Exercise(
-        key="06.1",
-        title="a week with the nodes stopped",
-        verify=verify_stopped_week,
-        hint="costs.cluster_table() has a row per item; stopping the cluster stops only the "
-        "node VMs (and the control plane is free)",
-        writes="the cost, in US dollars, of a week of the cluster with its nodes stopped",
-        checked_by="a reference computed from lab_helpers.costs (the one dated table), with "
-        "feedback for the nodes counted, the quantities forgotten, a day instead of a week",
-        minutes=5,
-        wrong={
-            "nodes counted": WrongAnswer(
-                'stopped_week_cost = 168 * costs.cluster_table()["usd_per_hour"].sum()\n',
-                says="leave the node VMs out",
-            ),
-            "one day": WrongAnswer(edit={"7 * 24 *": "24 *"}, says="one day"),
-        },
-    ),
-    Exercise(
-        key="06.2",
-        title="nothing left on this machine",
-        verify=verify_leftovers,
-        hint="signal 0 asks whether a process exists (os.kill); a process that has exited "
-        "but was not collected by its parent still exists for that signal: /proc/<pid>/stat "
-        "says Z; for a port, try to connect (port_open)",
-        writes="`leftovers(pids, ports)`: the names of the processes still running and of "
-        "the ports still listening",
-        checked_by="run on real specimens the checker makes (a live process, one long gone, "
-        "a zombie, a listening port, a closed one), then on the lab's own after down()",
-        minutes=8,
-        wrong={
-            "ports only": WrongAnswer(_ONLY_PORTS, says="running process"),
-            "a zombie counted as running": WrongAnswer(edit={_ZOMBIE: ""}, says="zombie"),
-        },
-    ),
-    Exercise(
-        key="06.3",
-        optional=True,
-        title="nothing left on the cluster and on Azure",
-        verify=verify_checks,
-        hint="kubectl get can list several kinds at once, separated by commas, in one "
-        "namespace (-n); `all` is only the workloads and Services. az has a command that "
-        "answers whether a resource group exists",
-        writes="a `kubectl get` line that shows what is left of the lab in its namespace, "
-        "and an `az` line that shows whether its resource group still exists",
-        checked_by="the real kubectl reads the first line (lab_helpers.cmdline), then the "
-        "namespace and kinds are checked; the az line is split with the shell's rules and its "
-        "command and group checked (az's own parser reads the notebooks' az lines in "
-        "tests/test_az_commands.py)",
-        minutes=5,
-        wrong={
-            "all without the disks": WrongAnswer(
-                edit={"get all,pvc,secret": "get all"}, says="PersistentVolumeClaims"
-            ),
-            "another namespace": WrongAnswer(
-                edit={_CLUSTER: "kubectl get all,pvc -n default"}, says="lab's namespace"
-            ),
-            "deletes instead of checking": WrongAnswer(
-                edit={
-                    _CLUSTER: "kubectl get namespace {NAMESPACE}",
-                    "az group exists --name": "az group delete --yes --name",
-                },
-                says="that deletes",
-            ),
-        },
-    ),
-]

@@ -1,4 +1,5 @@
-"""Exercises of notebook 04 (time-series analysis) and their reference computations.
+"""How the exercises of notebook 04 (time-series analysis) are checked: their reference
+computations.
 
 The references start from the bundled CSV files (`lab_helpers.data`), not from what the
 notebook read from InfluxDB, so a checker also catches a wrong query or day label upstream.
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import analysis, data
-from ..exercises import Exercise, Wrong, WrongAnswer
+from ..exercises import Wrong
 from . import is_number, per_asset
 
 DAYS_PER_YEAR = {"crypto": 365, "metal": 252}
@@ -161,97 +162,3 @@ def verify_forecasts(forecasts, TEST_DAYS) -> None:
                 raise Wrong(f"{column}: {feedback}")
         else:
             raise Wrong(f"{column}: not the forecast described, for every day of the test period")
-
-
-# Most wrong answers are the solution with one change (see `WrongAnswer.edit`).
-
-EXERCISES = [
-    Exercise(
-        key="04.1",
-        title="log returns",
-        verify=verify_log_returns,
-        hint="ln(P_t / P_t-1) = ln P_t - ln P_t-1, and pandas has a method for 'this row "
-        "minus the row before'; the first day has no return",
-        writes="the function `log_returns(prices)` (pandas, NumPy)",
-        checked_by="the function run on a small series and a small table with known returns",
-        minutes=4,
-        wrong={
-            "simple returns": WrongAnswer(
-                edit={"np.log(prices).diff()": "prices.pct_change()"}, says="simple returns"
-            ),
-            "first day kept": WrongAnswer(edit={".diff().dropna()": ".diff()"}, says="drop it"),
-            "sign flipped": WrongAnswer(
-                edit={"np.log(prices).diff()": "np.log(prices.shift(1) / prices)"}, says="sign"
-            ),
-        },
-    ),
-    Exercise(
-        key="04.2",
-        title="annualised volatility",
-        verify=verify_annual_vol,
-        hint="each asset's returns on its own calendar (drop only its own empty days), then "
-        "σ_year = σ_day × √(the number of days a year on which its price moves)",
-        writes="the annualised volatility of each asset, as a Series",
-        checked_by=CHECKED_BY_DATA,
-        minutes=7,
-        wrong={
-            "252 days for every asset": WrongAnswer(
-                edit={"fromkeys(CRYPTO, 365)": "fromkeys(CRYPTO, 252)"}, says="trades every day"
-            ),
-            "365 days for every asset": WrongAnswer(
-                edit={"fromkeys(METALS, 252)": "fromkeys(METALS, 365)"}, says="working days only"
-            ),
-            "the common trading days only": WrongAnswer(
-                "annual_vol = log_returns(wide[CRYPTO + METALS].dropna()).std() * np.sqrt(\n"
-                "    pd.Series({'btc': 365, 'eth': 365, 'gold': 252, 'silver': 252}))\n",
-                says="own calendar",
-            ),
-            "not annualised": WrongAnswer(
-                edit={" * math.sqrt(days_a_year[asset])": ""}, says="annualise"
-            ),
-        },
-    ),
-    Exercise(
-        key="04.3",
-        title="bitcoin and gold, correlated?",
-        verify=verify_correlation,
-        hint="the order matters: first the days on which both have a price, then the returns, "
-        "then the correlation",
-        writes="the correlation of bitcoin's and gold's daily log returns (way A)",
-        checked_by=CHECKED_BY_DATA + ", with feedback for the ways B, C and D and for prices",
-        minutes=6,
-        wrong={
-            "forward-filled metal": WrongAnswer(
-                edit={"].dropna()": "].ffill().dropna()"}, says="filled"
-            ),
-            "returns first, then joined": WrongAnswer(
-                "btc_gold_corr = pd.concat([log_returns(wide['btc'].dropna()),\n"
-                "                           log_returns(wide['gold'].dropna())], axis=1)"
-                ".dropna().corr().iloc[0, 1]\n",
-                says="own calendar",
-            ),
-            "prices instead of returns": WrongAnswer(
-                edit={"log_returns(wide[": "(wide["}, says="prices"
-            ),
-        },
-    ),
-    Exercise(
-        key="04.4",
-        optional=True,
-        title="two forecasts",
-        verify=verify_forecasts,
-        hint="a forecast for day t may use the prices up to day t - 1 only; .shift(1) moves a "
-        "series one day later",
-        writes="the naive and the 7-day moving-average forecasts of bitcoin, made each day",
-        checked_by=CHECKED_BY_DATA + ", on every day of the test period",
-        minutes=8,
-        wrong={
-            "a moving average that sees the day it forecasts": WrongAnswer(
-                edit={".mean().shift(1)": ".mean()"}, says="includes the price"
-            ),
-            "tomorrow's price": WrongAnswer(
-                edit={"btc_all.shift(1)": "btc_all.shift(-1)"}, says="tomorrow"
-            ),
-        },
-    ),
-]

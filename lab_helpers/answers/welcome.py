@@ -1,4 +1,4 @@
-"""Exercises of notebook 00 (welcome and setup) and how they are checked.
+"""How the exercises of notebook 00 (welcome and setup) are checked.
 
 - 00.1, a query with bound parameters: the checker calls the learner's `highest(asset, year)`
   for years of its choosing and holds the answers against the bundled CSV files; then it
@@ -16,7 +16,7 @@ import pandas as pd
 
 from .. import analysis, data
 from ..errors import LabError
-from ..exercises import Exercise, Wrong, WrongAnswer
+from ..exercises import Wrong
 from . import is_number, per_asset
 
 WEEK = pd.Timedelta(days=7)
@@ -114,55 +114,3 @@ def verify_growth(growth, ASSETS, START) -> None:
         raise Wrong(
             f"growth[{asset!r}] is not the last weekly close of `weekly` over the first one"
         )
-
-
-EXERCISES = [
-    Exercise(
-        key="00.1",
-        title="the year's high, with bound parameters",
-        verify=verify_highest,
-        hint="step 5 has a query with bound parameters to start from; max() is an InfluxQL "
-        "function; a year is the times from its 1 January (included) to the next one "
-        "(excluded); a query's result is a DataFrame",
-        writes="`highest(asset, year)`: an InfluxQL query with bound parameters (`$asset`, "
-        "`$start`, `$end`)",
-        checked_by="called for two years of each asset, against the bundled CSV files; then "
-        "with an asset name that is a piece of InfluxQL, which must find nothing",
-        minutes=6,
-        # Wrong answers that are the solution with one change: see `WrongAnswer.edit`.
-        wrong={
-            "the asset pasted into the query": WrongAnswer(
-                edit={"asset = $asset": "asset = '{asset}'", '"asset": asset, ': ""},
-                says="bound parameter",
-            ),
-            "the whole history": WrongAnswer(
-                edit={
-                    " AND time >= $start AND time < $end": "",
-                    ', "start": start, "end": start + pd.DateOffset(years=1)': "",
-                },
-                says="whole history",
-            ),
-        },
-    ),
-    Exercise(
-        key="00.2",
-        title="how much did each grow?",
-        verify=verify_growth,
-        hint="group `weekly` by asset; in each group the rows are in time order, and .iloc "
-        "picks a row by position",
-        writes="each asset's growth since START from the query's result (pandas)",
-        checked_by="the bundled CSV files grouped into InfluxDB's 7-day buckets",
-        minutes=5,
-        wrong={
-            "the last row of a wide table": WrongAnswer(
-                "wide = weekly.pivot(index='time', columns='asset', values='price')\n"
-                "growth = wide.iloc[-1] / wide.iloc[0]\n",
-                says="NaN",
-            ),
-            "in percent": WrongAnswer(
-                edit={"/ closes.iloc[0]": "/ closes.iloc[0] * 100 - 100"},
-                says="percentage",
-            ),
-        },
-    ),
-]
