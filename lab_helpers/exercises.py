@@ -180,23 +180,26 @@ def _declared(key: str, entry: dict) -> Exercise:
         raise LabError(f"{where}: unknown field {unknown[0]!r} (the fields: {sorted(_FIELDS)})")
     fields = {name: value for name, value in entry.items() if name not in ("choice", "wrong")}
     wrong = entry.get("wrong") or {}
-    if "choice" in entry:
-        asked = entry["choice"]
-        return multiple_choice(
-            key, fields.pop("title"), fields.pop("answer"), correct=asked["correct"],
-            feedback=asked["feedback"], asks=asked["asks"],
-            options=tuple(asked.get("options", "abcd")),
-            wrong={label: (w["pick"], w["says"]) for label, w in wrong.items()}, **fields,
-        )  # fmt: skip
-    verify = getattr(_module(key[:2]), fields.pop("verify", ""), None)
-    if not callable(verify):
-        raise LabError(f"{where}: `verify` names no function of its notebook's answer module")
-    return Exercise(
-        key=key,
-        verify=verify,
-        wrong={label: WrongAnswer(**w) for label, w in wrong.items()},
-        **fields,
-    )
+    try:
+        if "choice" in entry:
+            asked = entry["choice"]
+            return multiple_choice(
+                key, fields.pop("title"), fields.pop("answer"), correct=asked["correct"],
+                feedback=asked["feedback"], asks=asked["asks"],
+                options=tuple(asked.get("options", "abcd")),
+                wrong={label: (w["pick"], w["says"]) for label, w in wrong.items()}, **fields,
+            )  # fmt: skip
+        verify = getattr(_module(key[:2]), fields.pop("verify", ""), None)
+        if not callable(verify):
+            raise LabError(f"{where}: `verify` names no function of its notebook's answer module")
+        return Exercise(
+            key=key,
+            verify=verify,
+            wrong={label: WrongAnswer(**w) for label, w in wrong.items()},
+            **fields,
+        )
+    except (KeyError, TypeError, ValueError) as err:  # a field missing, misspelt or both
+        raise LabError(f"{where}: {type(err).__name__}: {err}") from None
 
 
 @functools.cache

@@ -589,7 +589,10 @@ def solution(key: str, folder: Path | None = None) -> str:
     home of every solution (the tests build the wrong answers from it)."""
     from .exercises import exercises
 
-    (path,) = [p for p in notebooks(folder=folder) if p.name[:2] == key[:2]]
+    found = [p for p in notebooks(folder=folder) if p.name[:2] == key[:2]]
+    if len(found) != 1:
+        raise LabError(f"exercise {key}: {len(found)} notebooks are numbered {key[:2]}, not one")
+    path = found[0]
     cells = _read(path).cells
     starts, _ = exercise_groups(cells)
     keys = [ex.key for ex in exercises(key[:2])]

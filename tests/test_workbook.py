@@ -234,6 +234,12 @@ def test_a_declaration_with_an_unknown_field_or_checker_is_a_sentence():
         exercises_module._declared("00.9", {**entry, "hnit": "h"})
     with pytest.raises(LabError, match="`verify` names no function"):
         exercises_module._declared("00.9", {**entry, "verify": "verify_growht"})
+    with pytest.raises(LabError, match="00.9: TypeError: .*'hint'"):
+        exercises_module._declared("00.9", {k: v for k, v in entry.items() if k != "hint"})
+    with pytest.raises(LabError, match="00.9: ValueError: .*either"):
+        exercises_module._declared("00.9", {**entry, "wrong": {"w": {"says": "no"}}})
+    with pytest.raises(LabError, match="numbered 99, not one"):
+        workbook.solution("99.1")
 
 
 def test_a_wrong_answer_is_code_or_an_edit_of_the_solution_found_once():
