@@ -160,8 +160,30 @@ class Exercise:
 DECLARATIONS = Path(__file__).parent / "answers" / "exercises.yaml"
 """Every exercise of the workbook, in order: its texts, minutes and wrong answers (the
 comments at its top say each field). The checkers are the answer modules' functions."""
-_FIELDS = {"title", "verify", "choice", "answer", "optional", "minutes", "hint", "writes",
-           "checked_by", "wrong"}  # fmt: skip
+# The fields an entry may have, by its kind, and those of its parts.
+_FIELDS = {
+    "verify": {"title", "verify", "answer", "optional", "minutes", "hint", "writes",
+               "checked_by", "wrong"},
+    "choice": {"title", "choice", "answer", "minutes", "hint", "wrong"},
+    "choice:": {"correct", "asks", "feedback", "options"},
+    "wrong:verify": {"edit", "code", "says"},
+    "wrong:choice": {"pick", "says"},
+}  # fmt: skip
+_KEY = re.compile(r"\d\d\.\d+")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    would keep the last one without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{twice[0]!r} is given twice", node.start_mark
+            )
+        return super().construct_mapping(node, deep=deep)
 
 
 def _module(notebook: str):
@@ -172,12 +194,45 @@ def _module(notebook: str):
     return importlib.import_module(f".answers.{MODULES[notebook]}", __package__)
 
 
+def _problem(entry: dict) -> str | None:
+    """What is wrong with the shape of one entry: an unknown field, or a value of the wrong
+    type (every value is text, except `minutes`, a whole number, and `optional`, true or
+    false; the `edit`, `feedback` and `wrong` mappings are keyed by text)."""
+    kind = "choice" if "choice" in entry else "verify"
+    parts = [("", entry, _FIELDS[kind])]
+    if isinstance(entry.get("choice"), dict):
+        parts.append(("choice: ", entry["choice"], _FIELDS["choice:"]))
+    for label, wrong in (entry.get("wrong") or {}).items():
+        if not isinstance(wrong, dict):
+            return (
+                f"the wrong answer {label!r} is not a mapping of {sorted(_FIELDS['wrong:' + kind])}"
+            )
+        parts.append((f"wrong answer {label!r}: ", wrong, _FIELDS["wrong:" + kind]))
+    for where, fields, allowed in parts:
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            return f"{where}unknown field {unknown[0]!r} (the fields: {', '.join(sorted(allowed))})"
+        for name, value in fields.items():
+            want = {"minutes": int, "optional": bool}.get(name, str)
+            if name in ("edit", "feedback", "wrong", "choice"):
+                want, value = dict, value if isinstance(value, dict) else None
+            if name == "options":
+                texts = isinstance(value, list) and all(isinstance(v, str) for v in value)
+                want, value = str, "".join(value) if texts else None
+            if type(value) is not want or (want is dict and not all(
+                isinstance(k, str) and (name in ("wrong", "choice") or isinstance(v, str))
+                for k, v in value.items()
+            )):  # fmt: skip
+                return f"{where}{name}: {value!r} is not what the field takes (see the comments)"
+    return None
+
+
 def _declared(key: str, entry: dict) -> Exercise:
     """The `Exercise` an entry of `DECLARATIONS` declares."""
     where = f"{DECLARATIONS.name}, exercise {key}"
-    unknown = sorted(set(entry) - _FIELDS)
-    if unknown:
-        raise LabError(f"{where}: unknown field {unknown[0]!r} (the fields: {sorted(_FIELDS)})")
+    problem = _problem(entry)
+    if problem:
+        raise LabError(f"{where}: {problem}")
     fields = {name: value for name, value in entry.items() if name not in ("choice", "wrong")}
     wrong = entry.get("wrong") or {}
     try:
@@ -198,24 +253,42 @@ def _declared(key: str, entry: dict) -> Exercise:
             wrong={label: WrongAnswer(**w) for label, w in wrong.items()},
             **fields,
         )
-    except (KeyError, TypeError, ValueError) as err:  # a field missing, misspelt or both
+    except (KeyError, TypeError, ValueError) as err:  # a field missing, or code and edit
         raise LabError(f"{where}: {type(err).__name__}: {err}") from None
 
 
 @functools.cache
-def _all() -> dict[str, tuple[Exercise, ...]]:
-    """The declared exercises by notebook, read once."""
-    entries = yaml.safe_load(DECLARATIONS.read_text(encoding="utf-8"))
-    found: dict[str, list[Exercise]] = {}
-    for key, entry in entries.items():
-        found.setdefault(key[:2], []).append(_declared(key, entry))
-    return {notebook: tuple(declared) for notebook, declared in found.items()}
+def _entries() -> dict[str, dict]:
+    """`DECLARATIONS`, read once: each key `"NN.k"` of a notebook that has an answer module,
+    each entry a mapping."""
+    from .answers import MODULES
+
+    try:
+        entries = yaml.load(DECLARATIONS.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        raise LabError(f"{DECLARATIONS.name} is not valid YAML: {err}") from None
+    for key, entry in (entries or {}).items():
+        if not isinstance(key, str) or not _KEY.fullmatch(key) or key[:2] not in MODULES:
+            raise LabError(
+                f'{DECLARATIONS.name}: {key!r} is not an exercise key: "NN.k" (in quotes), '
+                "NN a notebook of lab_helpers.answers.MODULES"
+            )
+        if not isinstance(entry, dict):
+            raise LabError(f"{DECLARATIONS.name}, exercise {key}: its fields are missing")
+    return entries or {}
+
+
+@functools.cache
+def _exercises(notebook: str) -> tuple[Exercise, ...]:
+    """The exercises of one notebook, built once (a broken entry of another notebook does
+    not stop these)."""
+    _module(notebook)  # a notebook without an answer module is an error, not an empty list
+    return tuple(_declared(key, entry) for key, entry in _entries().items() if key[:2] == notebook)
 
 
 def exercises(notebook: str) -> list[Exercise]:
     """The exercises of notebook `notebook` (`"04"`), in order."""
-    _module(notebook)  # a notebook without an answer module is an error, not an empty list
-    return list(_all().get(notebook, ()))
+    return list(_exercises(notebook))
 
 
 def exercise(key: str) -> Exercise:
@@ -282,7 +355,11 @@ def check_exercise(key: str | Callable[[], Any], what: str = "", hint: str = "")
             return True if result is None else result
 
         return check(run, what, hint)
-    ex = exercise(key)
+    try:
+        ex = exercise(key)
+    except LabError as err:  # a key that is not declared, or a broken declaration
+        print(f"{FAIL} {err}")
+        return
     feedback = _verdict(ex, _user_namespace())
     if feedback is None:
         print(f"{OK} {ex.label}")

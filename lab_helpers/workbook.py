@@ -596,8 +596,12 @@ def solution(key: str, folder: Path | None = None) -> str:
     cells = _read(path).cells
     starts, _ = exercise_groups(cells)
     keys = [ex.key for ex in exercises(key[:2])]
-    if key not in keys or len(starts) != len(keys):
-        raise LabError(f"{path.name} has no exercise {key} in its four cells")
+    if key not in keys:
+        raise LabError(f"exercise {key} is not declared in lab_helpers/answers/exercises.yaml")
+    if len(starts) != len(keys):
+        raise LabError(
+            f"{path.name} has {len(starts)} exercises in four cells, and {len(keys)} declared"
+        )
     return cells[starts[keys.index(key)] + 2].source
 
 

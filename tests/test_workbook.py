@@ -30,7 +30,15 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from lab_helpers import exercises as exercises_module
 from lab_helpers import workbook
 from lab_helpers.errors import LabError
-from lab_helpers.exercises import FAIL, OK, Exercise, WrongAnswer, exercises, multiple_choice
+from lab_helpers.exercises import (
+    FAIL,
+    OK,
+    Exercise,
+    WrongAnswer,
+    check_exercise,
+    exercises,
+    multiple_choice,
+)
 from lab_helpers.stack import LocalStack
 
 from .conftest import require_servers
@@ -240,6 +248,45 @@ def test_a_declaration_with_an_unknown_field_or_checker_is_a_sentence():
         exercises_module._declared("00.9", {**entry, "wrong": {"w": {"says": "no"}}})
     with pytest.raises(LabError, match="numbered 99, not one"):
         workbook.solution("99.1")
+    for broken, says in (
+        ({**entry, "minutes": "5"}, "minutes: '5' is not what the field takes"),
+        ({**entry, "hint": True}, "hint: True is not"),
+        ({**entry, "wrong": {"w": {"code": "x = 1\n", "sayz": "no"}}},
+         "wrong answer 'w': unknown field 'sayz'"),
+        ({**entry, "wrong": {"w": {"edit": {"a": 1}, "says": "no"}}},
+         "wrong answer 'w': edit: .* is not"),
+        ({"title": "t", "answer": "pick", "choice": {"correct": "a", "asks": "q",
+          "feedback": {"b": "no"}}, "minutes": 1, "hint": "h", "optional": True,
+          "wrong": {"w": {"pick": "b", "says": "no"}}}, "unknown field 'optional'"),
+    ):  # fmt: skip
+        with pytest.raises(LabError, match=f"exercise 00.9: {says}"):
+            exercises_module._declared("00.9", broken)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('"00.1":\n  title: a\n"00.1":\n  title: b\n', "'00.1' is given twice"),
+        ("00.1:\n  title: a\n", "0.1 is not an exercise key"),
+        ('"99.1":\n  title: a\n', "'99.1' is not an exercise key"),
+        ('"00.1":\n', "exercise 00.1: its fields are missing"),
+        ('"00.1": [\n', "is not valid YAML"),
+    ],
+)
+def test_a_broken_declarations_file_is_one_sentence(text, says, tmp_path, monkeypatch, capsys):
+    declarations = tmp_path / "exercises.yaml"
+    declarations.write_text(text)
+    monkeypatch.setattr(exercises_module, "DECLARATIONS", declarations)
+    exercises_module._entries.cache_clear()
+    exercises_module._exercises.cache_clear()
+    try:
+        with pytest.raises(LabError, match=says):
+            exercises("00")
+        check_exercise("00.1")  # in a notebook: the same sentence, not a traceback
+        assert capsys.readouterr().out.startswith(f"{FAIL} ")
+    finally:
+        exercises_module._entries.cache_clear()
+        exercises_module._exercises.cache_clear()
 
 
 def test_a_wrong_answer_is_code_or_an_edit_of_the_solution_found_once():

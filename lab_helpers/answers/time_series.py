@@ -18,7 +18,6 @@ from . import is_number, per_asset
 
 DAYS_PER_YEAR = {"crypto": 365, "metal": 252}
 """Days a year on which the price can move: every day for crypto, trading days for metals."""
-CHECKED_BY_DATA = "a reference computed from the bundled CSV files (not from InfluxDB)"
 
 
 def reference_prices(asset: str, start: str | None = None) -> pd.Series:
