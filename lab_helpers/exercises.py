@@ -169,6 +169,8 @@ _FIELDS = {
     "wrong:verify": {"edit", "code", "says"},
     "wrong:choice": {"pick", "says"},
 }  # fmt: skip
+_TYPES = {"minutes": int, "optional": bool, "options": list, "choice": dict, "wrong": dict,
+          "edit": dict, "feedback": dict}  # fmt: skip
 _KEY = re.compile(r"\d\d\.\d+")
 
 
@@ -194,35 +196,38 @@ def _module(notebook: str):
     return importlib.import_module(f".answers.{MODULES[notebook]}", __package__)
 
 
+def _wrong_type(name: str, value: Any) -> bool:
+    """Is `value` not what field `name` takes? Every value is text, except `minutes` (a whole
+    number), `optional` (true or false), `options` (a list of letters) and the mappings:
+    `choice` and `wrong` keyed by text, `edit` and `feedback` from text to text."""
+    want = _TYPES.get(name, str)
+    if type(value) is not want:
+        return True
+    if want is list:
+        return not all(isinstance(item, str) for item in value)
+    if want is dict:
+        texts = value.items() if name in ("edit", "feedback") else ((k, "") for k in value)
+        return not all(isinstance(k, str) and isinstance(v, str) for k, v in texts)
+    return False
+
+
 def _problem(entry: dict) -> str | None:
-    """What is wrong with the shape of one entry: an unknown field, or a value of the wrong
-    type (every value is text, except `minutes`, a whole number, and `optional`, true or
-    false; the `edit`, `feedback` and `wrong` mappings are keyed by text)."""
+    """What is wrong with the shape of one entry: an unknown field (by the kind of exercise,
+    in its choice and in each wrong answer), or a value of the wrong type."""
     kind = "choice" if "choice" in entry else "verify"
     parts = [("", entry, _FIELDS[kind])]
     if isinstance(entry.get("choice"), dict):
         parts.append(("choice: ", entry["choice"], _FIELDS["choice:"]))
     for label, wrong in (entry.get("wrong") or {}).items():
         if not isinstance(wrong, dict):
-            return (
-                f"the wrong answer {label!r} is not a mapping of {sorted(_FIELDS['wrong:' + kind])}"
-            )
+            return f"the wrong answer {label!r} is not a mapping of its fields"
         parts.append((f"wrong answer {label!r}: ", wrong, _FIELDS["wrong:" + kind]))
     for where, fields, allowed in parts:
         unknown = sorted(set(fields) - allowed)
         if unknown:
             return f"{where}unknown field {unknown[0]!r} (the fields: {', '.join(sorted(allowed))})"
         for name, value in fields.items():
-            want = {"minutes": int, "optional": bool}.get(name, str)
-            if name in ("edit", "feedback", "wrong", "choice"):
-                want, value = dict, value if isinstance(value, dict) else None
-            if name == "options":
-                texts = isinstance(value, list) and all(isinstance(v, str) for v in value)
-                want, value = str, "".join(value) if texts else None
-            if type(value) is not want or (want is dict and not all(
-                isinstance(k, str) and (name in ("wrong", "choice") or isinstance(v, str))
-                for k, v in value.items()
-            )):  # fmt: skip
+            if _wrong_type(name, value):
                 return f"{where}{name}: {value!r} is not what the field takes (see the comments)"
     return None
 
@@ -337,24 +342,13 @@ def _verdict(ex: Exercise, namespace: Mapping[str, Any]) -> str | None:
     return None
 
 
-def check_exercise(key: str | Callable[[], Any], what: str = "", hint: str = "") -> None:
+def check_exercise(key: str) -> None:
     """The checker cell of an exercise: `check_exercise("04.2")` prints one line, ✅ or
     ⛔ with feedback and a hint.
 
     The answer and the other names it needs are read from the notebook's variables (see
     `Exercise`), so a missing one is a sentence, never a traceback.
-
-    The older form `check_exercise(test, what, hint)`, whose `test()` asserts on the
-    answer, is kept for the notebooks whose checkers are still written inline.
     """
-    if callable(key):
-        test = key
-
-        def run():
-            result = test()
-            return True if result is None else result
-
-        return check(run, what, hint)
     try:
         ex = exercise(key)
     except LabError as err:  # a key that is not declared, or a broken declaration
