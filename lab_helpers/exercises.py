@@ -157,6 +157,17 @@ class Exercise:
         return f"Exercise {self.key} · {self.title}"
 
 
+MODULES = {
+    "00": "welcome",
+    "01": "containers",
+    "02": "kubernetes",
+    "03": "etl",
+    "04": "time_series",
+    "05": "communication",
+    "06": "teardown",
+}
+"""The notebooks that have exercises, and the module of `lab_helpers/answers/` that holds the
+checkers of each (the one list: the workbook's full rules and the tests read it)."""
 DECLARATIONS = Path(__file__).parent / "answers" / "exercises.yaml"
 """Every exercise of the workbook, in order: its texts, minutes and wrong answers (the
 comments at its top say each field). The checkers are the answer modules' functions."""
@@ -189,8 +200,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _module(notebook: str):
-    from .answers import MODULES
-
     if notebook not in MODULES:
         raise LabError(f"notebook {notebook} has no exercises in lab_helpers.answers")
     return importlib.import_module(f".answers.{MODULES[notebook]}", __package__)
@@ -266,8 +275,6 @@ def _declared(key: str, entry: dict) -> Exercise:
 def _entries() -> dict[str, dict]:
     """`DECLARATIONS`, read once: each key `"NN.k"` of a notebook that has an answer module,
     each entry a mapping."""
-    from .answers import MODULES
-
     try:
         entries = yaml.load(DECLARATIONS.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
@@ -276,7 +283,7 @@ def _entries() -> dict[str, dict]:
         if not isinstance(key, str) or not _KEY.fullmatch(key) or key[:2] not in MODULES:
             raise LabError(
                 f'{DECLARATIONS.name}: {key!r} is not an exercise key: "NN.k" (in quotes), '
-                "NN a notebook of lab_helpers.answers.MODULES"
+                "NN a notebook of lab_helpers.exercises.MODULES"
             )
         if not isinstance(entry, dict):
             raise LabError(f"{DECLARATIONS.name}, exercise {key}: its fields are missing")

@@ -33,7 +33,7 @@ The conventions every notebook `notebooks/NN_snake_case.ipynb` follows (`check` 
    only exercises may have code);
 6. a last markdown cell tagged `navigation`.
 
-The notebooks whose exercises are declared in `lab_helpers.answers` (its `MODULES`: see
+The notebooks that have exercises (`lab_helpers.exercises.MODULES`: see
 `converted`) follow the workbook's full rules too: each checker cell is exactly
 `check_exercise("NN.k")` for the exercises declared there, in order; the exercise and
 solution cells define the answer's name; at least two exercises; and the budgets of
@@ -572,8 +572,8 @@ def exercise_groups(cells) -> tuple[list[int], list[str]]:
 
 def converted_numbers() -> tuple[str, ...]:
     """The numbers of the notebooks that follow the workbook's full rules: those whose
-    exercises are declared in `lab_helpers.answers` (its `MODULES`, the one list)."""
-    from .answers import MODULES
+    exercises are declared (`lab_helpers.exercises.MODULES`, the one list)."""
+    from .exercises import MODULES
 
     return tuple(MODULES)
 

@@ -2,7 +2,7 @@
 
 nbval re-runs a copy of each notebook, against a local stack of its own, and compares every
 cell's output with the committed one. Every notebook follows the workbook's full rules (the
-one list in ``lab_helpers.answers.MODULES``): tests/test_workbook.py tries each exercise's
+one list in ``lab_helpers.exercises.MODULES``): tests/test_workbook.py tries each exercise's
 checker on the empty, the wrong and the right answers, so the copy here is the notebook as
 it is.
 

@@ -1,12 +1,12 @@
 """Every notebook runs top to bottom, headless, against a real local stack of its own: in
 tests/test_workbook.py, in the same run that tries every exercise's checker on the empty, the
 wrong and the right answer. That run covers the notebooks whose exercises are declared in
-``lab_helpers.answers.MODULES`` (``workbook.converted()``), so this module keeps that list
+``lab_helpers.exercises.MODULES`` (``workbook.converted()``), so this module keeps that list
 complete: a notebook left out of it would run nowhere.
 """
 
 from lab_helpers import workbook
-from lab_helpers.answers import MODULES
+from lab_helpers.exercises import MODULES
 
 NOTEBOOKS = workbook.notebooks()
 

@@ -3,7 +3,7 @@ exercises (lab_helpers.exercises and lab_helpers.answers), and what a reader mee
 committed notebooks.
 
 Most rules here apply to the notebooks that follow the workbook's full rules, through ONE
-explicit list: ``lab_helpers.answers.MODULES`` (every notebook, 00 to 06; tests/test_notebooks.py
+explicit list: ``lab_helpers.exercises.MODULES`` (every notebook, 00 to 06; tests/test_notebooks.py
 keeps it complete), read by ``workbook.converted()``. For those notebooks:
 
 - every exercise, run in a real kernel against a stack of its own, says ⛔ on the learner's

@@ -23,17 +23,6 @@ from ..exercises import Wrong
 
 _T = TypeVar("_T")
 
-MODULES = {
-    "00": "welcome",
-    "01": "containers",
-    "02": "kubernetes",
-    "03": "etl",
-    "04": "time_series",
-    "05": "communication",
-    "06": "teardown",
-}
-"""The notebooks that have exercises declared here, and the module of each."""
-
 
 # -- building blocks shared by the answer modules ------------------------------------------------
 def parse_step(parse: Callable[[str], _T], commands: Mapping[str, Any], step: str) -> _T:
