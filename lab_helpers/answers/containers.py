@@ -22,6 +22,7 @@ from . import parse_step
 SERVICE = "stats"
 PORT = 8003  # the stats service's port (services/stats/settings.py)
 IMAGE = f"lab-{SERVICE}:{__version__}"
+CONTAINER = "lab-stats-try"  # the name the notebook's later steps read logs and remove by
 # Where the learner's files go: not committed (build/ is ignored), so the repository holds no
 # answer; the kind workflow builds the image from there.
 EXERCISE_DIR = project_root() / "build" / "exercises" / SERVICE
@@ -95,6 +96,8 @@ def verify_docker_commands(docker_commands, ACR) -> None:
         )
     if run.args[:1] != [IMAGE]:
         raise Wrong(f"run: start the image you built ({IMAGE} is its tag)")
+    if run.value("--name") != CONTAINER:
+        raise Wrong(f"run: name the container {CONTAINER} (--name): the next steps use that name")
     if not run.has("--detach"):
         raise Wrong("run: -d (detached), or the cell would wait for the service to end")
     try:

@@ -96,6 +96,8 @@ def verify_manifests(stats_manifests, DEPLOY, API) -> None:
     if problems:
         raise Wrong(problems[0])
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    if container.get("name") != SERVICE:
+        raise Wrong(f"name the container {SERVICE}: `kubectl set image` addresses it by that name")
     if container.get("image") != IMAGE:
         raise Wrong(f"the container runs the image you built in notebook 01, {IMAGE}")
     if not _selects(service, deployment):
