@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import nats
@@ -31,6 +33,16 @@ CLEAN_PREFIX = "clean"
 DUPLICATE_WINDOW = 120.0  # seconds: JetStream drops a repeated Nats-Msg-Id within this window
 MAX_MESSAGE_BYTES = 64 * 1024  # a tick is ~100 bytes; anything this large is not a tick
 STREAM_MAX_BYTES = 512 * 1024 * 1024  # cap the stream's disk use on a learner's machine
+INGEST_DURABLE = "ingest"
+"""The durable JetStream consumer the ingest workers share, unless `INGEST_DURABLE` names
+another (see `ingest_durable`)."""
+
+
+def ingest_durable(env: Mapping[str, str] | None = None) -> str:
+    """The name of the ingest workers' shared consumer: `INGEST_DURABLE` from `env` (default:
+    this process's environment), else `INGEST_DURABLE`'s default, `ingest`."""
+    return (os.environ if env is None else env).get("INGEST_DURABLE") or INGEST_DURABLE
+
 
 _TOKEN = re.compile(r"[^a-z0-9_-]")
 

@@ -46,7 +46,8 @@ INSTALL = {
     "docker": "Docker (https://docs.docker.com/get-docker/)",
     "daemon": "a running Docker daemon (docker is installed, but `docker info` gets no answer: "
     "start Docker Desktop, or `sudo systemctl start docker`)",
-    "kind": "kind 0.32 or newer (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
+    "kind": f"kind {'.'.join(map(str, MIN_KIND))} or newer "
+    "(https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
     "kubectl": "kubectl (`make setup` installs it into .venv)",
 }
 

@@ -25,12 +25,10 @@ from collections import Counter
 import pandas as pd
 import requests
 
-from .broker import STREAM
+from .broker import STREAM, ingest_durable
 from .influx import InfluxDB
 from .stack import LocalStack
 
-CONSUMER = "ingest"
-"""The durable JetStream consumer the ingest workers share."""
 MEASUREMENT = "price"
 """Where the workers store clean ticks (`quarantine` holds the others)."""
 
@@ -48,13 +46,14 @@ class Watch:
         """Where service `name` of the stack answers now (a restart may change the port)."""
         return next(s.url for s in self.stack.status() if s.name == name)
 
-    def stats(self) -> dict:
-        """The ingest workers' counters: received, stored, quarantined by reason, ..."""
-        return requests.get(self.url("ingest") + "/stats", timeout=5).json()
+    def stats(self, ingest_url: str | None = None) -> dict:
+        """The ingest workers' counters: received, stored, quarantined by reason, ...
+        (`ingest_url`: where ingest answers, when the caller has looked it up already)."""
+        return requests.get((ingest_url or self.url("ingest")) + "/stats", timeout=5).json()
 
     async def backlog(self) -> int:
         """Messages the workers have not acknowledged yet (waiting or in progress)."""
-        info = await self.js.consumer_info(STREAM, CONSUMER)
+        info = await self.js.consumer_info(STREAM, ingest_durable())
         return info.num_pending + info.num_ack_pending
 
     async def idle(self, timeout: float = 30.0) -> int:
@@ -110,9 +109,9 @@ class Watch:
             return Counter(dict(zip(found["reason"], found["count"].astype(int))))
         return Counter({"all": int(found["count"].iloc[0])})
 
-    def counted(self) -> tuple[int, int, Counter]:
+    def counted(self, ingest_url: str | None = None) -> tuple[int, int, Counter]:
         """Received, stored and quarantined (by reason) since the source started."""
-        now, base = self.stats(), self.base
+        now, base = self.stats(ingest_url), self.base
         reasons = Counter(
             {r: n - base["quarantined"].get(r, 0) for r, n in now["quarantined"].items()}
         )
@@ -123,9 +122,9 @@ class Watch:
         `timeout`): a table with the seconds, received, stored, each quarantine reason and
         the quarantine points in InfluxDB."""
         started = time.monotonic()
-        rows = []
+        rows, ingest_url = [], self.url("ingest")  # looked up once: a lookup asks every service
         while time.monotonic() - started < timeout:
-            received, stored, reasons = self.counted()
+            received, stored, reasons = self.counted(ingest_url)
             rows.append(
                 {"seconds": round(time.monotonic() - started, 2), "received": received,
                  "stored": stored, **reasons,

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .replay import iso_utc
 
 STREAM = "SENSORS"
 """The JetStream stream of the readings (subjects `sensors.<sensor>`), in memory: a demo."""
@@ -77,8 +78,7 @@ def parse(data: bytes) -> dict:
     if unit not in ("C", "F"):
         raise DataError(f"unknown temperature unit {unit!r}: expected C or F")
     celsius = value if unit == "C" else (value - 32) * 5 / 9
-    return {"time": time.isoformat().replace("+00:00", "Z"), "sensor": sensor,
-            "temp_c": round(celsius, 2)}  # fmt: skip
+    return {"time": iso_utc(time), "sensor": sensor, "temp_c": round(celsius, 2)}
 
 
 def readings(points: int, sensors: int = 50) -> pd.DataFrame:
@@ -102,7 +102,7 @@ def readings(points: int, sensors: int = 50) -> pd.DataFrame:
 async def publish(js, count: int, sensors: int = 4) -> int:
     """Publish `count` readings to the stream `STREAM` (created if missing), on the subject
     `sensors.<sensor>`, taking turns among `sensors` sensors, as a fleet of devices would.
-    Returns the number the stream acknowledged."""
+    Returns the number the stream acknowledged (a publish without an acknowledgement raises)."""
     from nats.js.api import StorageType, StreamConfig
     from nats.js.errors import NotFoundError
 
@@ -113,12 +113,10 @@ async def publish(js, count: int, sensors: int = 4) -> int:
             StreamConfig(name=STREAM, subjects=[f"{SUBJECT_PREFIX}.>"],
                          storage=StorageType.MEMORY, max_age=3600)
         )  # fmt: skip
-    stored = 0
     for n in range(count):
         sensor, seq = n % sensors, n // sensors
         await js.publish(f"{SUBJECT_PREFIX}.{sensor_name(sensor)}", message(sensor, seq))
-        stored += 1
-    return stored
+    return count
 
 
 async def delete_stream(js) -> bool:

@@ -95,7 +95,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   dir = "{dir}/data"
   wal-dir = "{dir}/wal"
   query-log-enabled = false
-[monitor]
+{data_extra}[monitor]
   store-enabled = false
 [http]
   bind-address = "127.0.0.1:{port}"
@@ -107,6 +107,18 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 USERS = {"admin": "lab_admin", "ingest": "lab_ingest", "reader": "lab_reader"}
+
+
+def create_first_admin(url: str, username: str, password: str) -> bool:
+    """Create the first admin user of a fresh InfluxDB at `url`; False if it refuses (it
+    already has users). With authentication on, only the very first user can be created
+    without logging in."""
+    answer = requests.post(
+        url + "/query",
+        data={"q": f"CREATE USER {username} WITH PASSWORD '{password}' WITH ALL PRIVILEGES"},
+        timeout=10,
+    )
+    return answer.status_code == 200 and "error" not in answer.text
 
 
 def find_binary(name: str) -> str:
@@ -420,7 +432,7 @@ class LocalStack:
         home.mkdir(parents=True, exist_ok=True)
         if name == "influxdb":
             conf = home / "influxdb.conf"
-            conf.write_text(INFLUXDB_CONF.format(dir=home, **ports))
+            conf.write_text(INFLUXDB_CONF.format(dir=home, data_extra="", **ports))
             cmd = [find_binary("influxd"), "-config", str(conf)]
             url = f"http://127.0.0.1:{ports['port']}"
             return cmd, {"url": url, "health_url": url + "/ping"}, None
@@ -558,14 +570,7 @@ class LocalStack:
             for role, user in USERS.items()
         }
         admin = creds["admin"]
-        # With auth on, the very first admin can be created without logging in, once.
-        first = requests.post(
-            url + "/query",
-            data={"q": f"CREATE USER {admin['username']} WITH PASSWORD "
-                       f"'{admin['password']}' WITH ALL PRIVILEGES"},
-            timeout=10,
-        )  # fmt: skip
-        if first.status_code != 200 or "error" in first.text:
+        if not create_first_admin(url, admin["username"], admin["password"]):
             raise StackError(
                 f"InfluxDB in {self.lab_dir / 'influxdb'} already has users, but "
                 f"{self.credentials_file} is missing: run `python -m lab_helpers.stack reset` "
@@ -665,7 +670,9 @@ class LocalStack:
             if "monitor_url" not in state.get("nats", {}) or "ingest" not in state:
                 return True
             jsz = requests.get(state["nats"]["monitor_url"] + "/jsz?consumers=true", timeout=2)
-            durable = os.environ.get("INGEST_DURABLE") or "ingest"
+            from .broker import ingest_durable  # here: the stack CLI need not load nats
+
+            durable = ingest_durable()
             waiting = [
                 c["num_pending"] + c["num_ack_pending"]
                 for account in jsz.json().get("account_details", [])
@@ -708,18 +715,14 @@ class LocalStack:
         return stopped
 
     def _stop_pid(self, pid: int, name: str) -> None:
-        marker = self._marker(name)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
         child = self._children.pop(pid, None)
         if child is not None:
             # Our own child: wait for it (which also reaps it), whatever /proc shows meanwhile.
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(timeout=5)
+            stop_process(child, 15)
             return
+        marker = self._marker(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
         def gone() -> bool:
             return not _process_matches(pid, marker)

@@ -37,7 +37,8 @@ import requests
 from .config import Credentials
 from .errors import DataError, StackError
 from .influx import InfluxDB
-from .stack import INFLUXDB_CONF, find_binary, free_port, stop_process
+from .stack import INFLUXDB_CONF, create_first_admin, find_binary, free_port, stop_process
+from .wait import wait_for
 
 DATABASE = MEASUREMENT = TABLE = "readings"
 """The name of the readings everywhere: InfluxDB database and measurement, SQLite table."""
@@ -47,16 +48,12 @@ SQL_SCHEMA = (
 """The SQLite table: `time` in epoch seconds (UTC), `sensor`, `temp_c`."""
 SETTLE_SECONDS = 60.0  # the longest wait for InfluxDB to move the points into its TSM files
 
-# The lab's own InfluxDB configuration (loopback only, authentication on), told to move new
-# points from its write-ahead log into TSM files after one quiet second.
-_AFTER = "  query-log-enabled = false\n"  # a line of the [data] section
-_CONF = INFLUXDB_CONF.replace(
-    _AFTER,
-    _AFTER + '  cache-snapshot-write-cold-duration = "1s"\n'
-    '  compact-full-write-cold-duration = "1s"\n',
+# Added to the [data] section of the lab's own InfluxDB configuration (loopback only,
+# authentication on): move new points from the write-ahead log into TSM files after one quiet
+# second.
+_COLD_AFTER_ONE_SECOND = (
+    '  cache-snapshot-write-cold-duration = "1s"\n  compact-full-write-cold-duration = "1s"\n'
 )
-if _CONF == INFLUXDB_CONF:
-    raise RuntimeError("lab_helpers.stack.INFLUXDB_CONF changed: update lab_helpers.stores")
 
 
 def disk_bytes(path: Path) -> int:
@@ -90,7 +87,10 @@ class ScratchInfluxDB:
         self.folder.mkdir(parents=True)
         port, rpc_port = free_port(), free_port()
         conf = self.folder / "influxdb.conf"
-        conf.write_text(_CONF.format(dir=self.folder.resolve(), port=port, rpc_port=rpc_port))
+        conf.write_text(
+                INFLUXDB_CONF.format(dir=self.folder.resolve(), port=port, rpc_port=rpc_port,
+                                     data_extra=_COLD_AFTER_ONE_SECOND)
+            )  # fmt: skip
         self.url = f"http://127.0.0.1:{port}"
         with open(self.folder / "influxd.log", "ab") as log:
             self.process = subprocess.Popen(
@@ -103,11 +103,8 @@ class ScratchInfluxDB:
         try:
             self._wait_ready(timeout)
             password = secrets.token_urlsafe(18)
-            requests.post(
-                self.url + "/query",
-                data={"q": f"CREATE USER scratch WITH PASSWORD '{password}' WITH ALL PRIVILEGES"},
-                timeout=10,
-            ).raise_for_status()
+            if not create_first_admin(self.url, "scratch", password):
+                raise StackError("the scratch InfluxDB refused its first user")
             self.client = InfluxDB(self.url, Credentials("scratch", password), DATABASE)
             self.client.create_database(DATABASE)
         except BaseException:
@@ -115,17 +112,16 @@ class ScratchInfluxDB:
             raise
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        def answers() -> bool:
+            if self.process.poll() is not None:  # stops the wait at once
                 log = (self.folder / "influxd.log").read_text(errors="replace")[-300:]
                 raise StackError(f"the scratch InfluxDB stopped at once; its log says: {log!r}")
             with contextlib.suppress(requests.RequestException):
-                if requests.get(self.url + "/ping", timeout=1).status_code == 204:
-                    return
-            time.sleep(0.02)
-        self.stop()
-        raise StackError(f"the scratch InfluxDB did not answer within {timeout:.0f} s")
+                return requests.get(self.url + "/ping", timeout=1).status_code == 204
+            return False
+
+        if not wait_for(answers, timeout, every=0.02, error=None):
+            raise StackError(f"the scratch InfluxDB did not answer within {timeout:.0f} s")
 
     def _paths(self) -> tuple[Path, Path]:
         return self.folder / "data" / DATABASE, self.folder / "wal" / DATABASE
@@ -135,10 +131,9 @@ class ScratchInfluxDB:
         log into its compressed TSM files; returns the seconds it took."""
         data, wal = self._paths()
         started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if any(data.rglob("*.tsm")) and disk_bytes(wal) == 0:
-                return time.monotonic() - started
-            time.sleep(0.1)
+        if wait_for(lambda: any(data.rglob("*.tsm")) and disk_bytes(wal) == 0, timeout,
+                    error=None):  # fmt: skip
+            return time.monotonic() - started
         raise StackError(
             f"the scratch InfluxDB kept its points in its write-ahead log for {timeout:.0f} s: "
             "the machine is very busy; run the cell again"
@@ -192,7 +187,7 @@ class SQLiteStore:
         self.connection.close()
 
 
-def hourly(rows, *, columns=("sensor", "hour", "mean")) -> pd.DataFrame:
+def hourly(rows) -> pd.DataFrame:
     """Rows of hourly means as one table, whichever store they come from: `sensor`, `hour`
     (the UTC start of the hour) and `mean`, sorted by sensor and hour. From SQLite, rows of
     (sensor, hour in epoch seconds, mean); from InfluxDB, its `mean` and `sensor` columns by
@@ -201,7 +196,7 @@ def hourly(rows, *, columns=("sensor", "hour", "mean")) -> pd.DataFrame:
         table = pd.DataFrame({"sensor": rows["sensor"].to_numpy(), "hour": rows.index,
                               "mean": rows["mean"].to_numpy()})  # fmt: skip
     else:
-        table = pd.DataFrame(list(rows), columns=list(columns))
+        table = pd.DataFrame(list(rows), columns=["sensor", "hour", "mean"])
         table["hour"] = pd.to_datetime(table["hour"], unit="s", utc=True)
     table["hour"] = table["hour"].astype("datetime64[ns, UTC]")
     return table.sort_values(["sensor", "hour"], ignore_index=True)

@@ -19,11 +19,8 @@ from types import SimpleNamespace
 import httpx
 
 from lab_helpers.stack import AppProcess, LocalStack
-from lab_helpers.wait import wait_for
 
 SERVICES = Path(__file__).resolve().parent.parent / "services"
-# wait_for is lab_helpers.wait's, imported from here by some tests too.
-__all__ = ["StreamListener", "listening_addresses", "run_app", "service_modules", "wait_for"]
 
 
 def service_modules(name: str) -> SimpleNamespace:

@@ -21,8 +21,9 @@ import requests
 from lab_helpers import catalogue, data, etl
 from lab_helpers.broker import STREAM, ensure_stream
 from lab_helpers.influx import quote_ident
+from lab_helpers.wait import wait_for
 from tests.browser import chromium, require_browser
-from tests.services import StreamListener, run_app, wait_for
+from tests.services import StreamListener, run_app
 from tests.test_dashboard import WAIT_MS
 
 pytestmark = pytest.mark.integration

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from lab_helpers import broker
 from lab_helpers.config import SERVICE_PORTS, Credentials, env_value, load_settings, number
 from lab_helpers.ingest import DEFAULT_BATCH, DEFAULT_MEMORY
 
@@ -16,7 +17,7 @@ SERVICE = "ingest"
 DEFAULT_PORT = SERVICE_PORTS[SERVICE]
 DEFAULT_MAX_WAIT = 0.2
 """Seconds a fetch waits for messages (`INGEST_MAX_WAIT`)."""
-DEFAULT_DURABLE = "ingest"
+DEFAULT_DURABLE = broker.INGEST_DURABLE
 """The JetStream consumer that every replica shares (`INGEST_DURABLE`)."""
 DEFAULT_ACK_WAIT = 30.0
 """Seconds before JetStream delivers an unacknowledged message again (`INGEST_ACK_WAIT`)."""
