@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .config import ConfigError, env_value
+from .config import env_value
 from .errors import LabError
 from .stack import PID_HEADER
 
@@ -159,18 +159,10 @@ def create_app(
     return app
 
 
-def serve(app: FastAPI, port_variable: str, default_port: int) -> None:
-    """Run the app with uvicorn on `LAB_HOST` (default 127.0.0.1) and the port read from
-    `port_variable`. Exits with one line and status 2 on a bad setting."""
+def _serve(app: FastAPI, host: str, port: int) -> None:
+    """Run the app with uvicorn on `host` and `port` until SIGTERM or Ctrl-C."""
     import uvicorn
 
-    log = logging.getLogger(app.title)
-    try:
-        host = env_value("LAB_HOST", "127.0.0.1")
-        port = env_value(port_variable, default_port, int, minimum=1, maximum=65535)
-    except ConfigError as err:
-        log.error(str(err))
-        raise SystemExit(2) from None
     # uvicorn stops gracefully on SIGTERM (or Ctrl-C), then raises the signal again once it
     # is done; handling that with a normal exit makes the exit code 0, which Kubernetes and
     # the stack read as a clean stop rather than a crash.
@@ -186,17 +178,20 @@ def run_service(
     default_port: int,
 ) -> None:
     """The `main()` of every service: JSON logs (`LOG_LEVEL`), its settings read and its app
-    built, then served on `LAB_PORT` (default `default_port`) until SIGTERM. A `LabError`
-    on the way (a bad setting, a data file that is missing) is one log line and exit code 2,
-    which Kubernetes shows as the container's last words."""
+    built, then served on `LAB_HOST` (default 127.0.0.1) and `LAB_PORT` (default
+    `default_port`) until SIGTERM. A `LabError` on the way (a bad setting, a data file that
+    is missing) is one log line and exit code 2, which Kubernetes shows as the container's
+    last words."""
     try:
         configure_logging(name)
         app = build_app(read_settings())
+        host = env_value("LAB_HOST", "127.0.0.1")
+        port = env_value("LAB_PORT", default_port, int, minimum=1, maximum=65535)
     except LabError as err:
         # Before logging is set up (a bad LOG_LEVEL), Python still prints the one line.
         logging.getLogger(name).error(str(err))
         raise SystemExit(2) from None
-    serve(app, "LAB_PORT", default_port)
+    _serve(app, host, port)
 
 
 def _exit_cleanly(signum, frame) -> None:

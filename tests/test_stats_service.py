@@ -2,6 +2,9 @@
 FastAPI's TestClient, against a real api of the test stack; and the checkers' building blocks
 of notebooks 01, 02 and 06 (lab_helpers.dockerfiles, cmdline, policy)."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,15 @@ def test_settings_are_read_and_checked(stats_modules):
                       ({"STATS_TIMEOUT": "0"}, "out of range")):  # fmt: skip
         with pytest.raises(ConfigError, match=says):
             settings.read_settings(env)
+
+
+def test_a_bad_port_is_one_line_and_exit_code_2():
+    env = {**os.environ, "LAB_PORT": "99999", "STATS_API_URL": "http://127.0.0.1:9"}
+    run = subprocess.run([sys.executable, "services/stats/main.py"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    lines = (run.stdout + run.stderr).strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, lines
+    assert "LAB_PORT='99999' is out of range" in lines[0]
 
 
 def test_returns_are_summarized(stats_modules):
